@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! One ONNX Runtime session per model: provider selection with fallback, signature check against the model
+//! contract, and a single-input run.
+
+use std::path::{Path, PathBuf};
+
+use ort::ep::{self, ExecutionProvider as _};
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionOutputs};
+use ort::value::{TensorElementType, TensorRef, ValueType};
+
+use super::runtime::{ExecutionProvider, RuntimeInfo};
+use super::{InferenceError, Result};
+use crate::models::{ModelSpec, TensorSpec};
+
+/// How sessions are created.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub provider: ExecutionProvider,
+    /// Fail instead of falling back to CPU when the asked-for GPU provider cannot start.
+    pub strict_provider: bool,
+    /// Intra-op threads per session (0 = ONNX Runtime's default, one per physical core).
+    pub threads: usize,
+    /// Folder for TensorRT engine caches (empty = no cache).
+    pub trt_cache_dir: Option<PathBuf>,
+    pub trt_fp16: bool,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        Self {
+            provider: ExecutionProvider::Auto,
+            strict_provider: false,
+            threads: 0,
+            trt_cache_dir: None,
+            trt_fp16: false,
+        }
+    }
+}
+
+/// A loaded, signature-checked model.
+pub struct ModelSession {
+    session: Session,
+    /// Short name used in messages (the manifest name or the file name).
+    pub name: String,
+    pub path: PathBuf,
+    /// The provider the session runs on (`cpu`, `cuda`, `tensorrt`).
+    pub provider: ExecutionProvider,
+    /// Why a GPU provider was not used, when `auto` or an explicit GPU provider fell back to CPU.
+    pub fallback_reason: Option<String>,
+    input_name: String,
+}
+
+impl std::fmt::Debug for ModelSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelSession").field("name", &self.name).field("provider", &self.provider).finish()
+    }
+}
+
+fn err_text(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+fn gpu_dispatch(provider: ExecutionProvider, opts: &SessionOptions) -> Option<ep::ExecutionProviderDispatch> {
+    match provider {
+        ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
+        ExecutionProvider::TensorRt => {
+            let mut trt = ep::TensorRT::default().with_fp16(opts.trt_fp16);
+            if let Some(dir) = opts.trt_cache_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
+                trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
+            }
+            Some(trt.build().error_on_failure())
+        }
+        _ => None,
+    }
+}
+
+fn provider_compiled_in(provider: ExecutionProvider) -> bool {
+    match provider {
+        ExecutionProvider::Cuda => ep::CUDA::is_available().unwrap_or(false),
+        ExecutionProvider::TensorRt => ep::TensorRT::is_available().unwrap_or(false),
+        _ => true,
+    }
+}
+
+impl ModelSession {
+    /// Loads `path` on the requested provider and checks it against `spec`'s contract.
+    pub fn load(runtime: &RuntimeInfo, path: &Path, name: &str, spec: &ModelSpec, opts: &SessionOptions) -> Result<Self> {
+        let attempts: &[ExecutionProvider] = match opts.provider {
+            ExecutionProvider::Auto => &[ExecutionProvider::TensorRt, ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+            ExecutionProvider::Cuda => &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
+            ExecutionProvider::TensorRt => &[ExecutionProvider::TensorRt, ExecutionProvider::Cpu],
+            ExecutionProvider::Cpu => &[ExecutionProvider::Cpu],
+        };
+        let mut reasons = Vec::new();
+        for &provider in attempts {
+            if provider != ExecutionProvider::Cpu && !provider_compiled_in(provider) {
+                reasons.push(format!("{}: not in this ONNX Runtime build ({})", provider.name(), runtime.path.display()));
+                continue;
+            }
+            if provider == ExecutionProvider::Cpu && opts.strict_provider && opts.provider != ExecutionProvider::Cpu {
+                return Err(InferenceError::Provider { provider: opts.provider.name(), reason: reasons.join("; ") });
+            }
+            match Self::build(runtime, path, provider, opts) {
+                Ok(session) => {
+                    check_signature(&session, spec).map_err(|reason| InferenceError::Signature {
+                        path: path.to_owned(),
+                        reason,
+                    })?;
+                    let input_name = spec.inputs[0].name.clone();
+                    let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
+                    return Ok(Self {
+                        session,
+                        name: name.to_owned(),
+                        path: path.to_owned(),
+                        provider,
+                        fallback_reason,
+                        input_name,
+                    });
+                }
+                Err(reason) if provider == ExecutionProvider::Cpu => {
+                    return Err(InferenceError::ModelLoad { path: path.to_owned(), reason });
+                }
+                Err(reason) => reasons.push(format!("{}: {reason}", provider.name())),
+            }
+        }
+        Err(InferenceError::Provider { provider: opts.provider.name(), reason: reasons.join("; ") })
+    }
+
+    fn build(
+        runtime: &RuntimeInfo,
+        path: &Path,
+        provider: ExecutionProvider,
+        opts: &SessionOptions,
+    ) -> std::result::Result<Session, String> {
+        let mut b = Session::builder(&runtime.environment)
+            .map_err(err_text)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(err_text)?
+            .with_inter_threads(1)
+            .map_err(err_text)?
+            .with_log_level(ort::logging::LogLevel::Error)
+            .map_err(err_text)?;
+        if opts.threads > 0 {
+            b = b.with_intra_threads(opts.threads).map_err(err_text)?;
+        }
+        if let Some(d) = gpu_dispatch(provider, opts) {
+            b = b.with_execution_providers([d]).map_err(err_text)?;
+        }
+        b.commit_from_file(path).map_err(err_text)
+    }
+
+    /// Runs the model on one input tensor of `shape` and hands the outputs to `f`.
+    pub fn run<R>(
+        &mut self,
+        shape: &[usize],
+        data: &[f32],
+        f: impl FnOnce(&SessionOutputs<'_>) -> std::result::Result<R, String>,
+    ) -> Result<R> {
+        let run_err = |reason: String| InferenceError::Run { model: self.name.clone(), reason };
+        let tensor = TensorRef::from_array_view((shape, data)).map_err(|e| run_err(e.to_string()))?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input_name.as_str() => tensor])
+            .map_err(|e| InferenceError::Run { model: self.name.clone(), reason: e.to_string() })?;
+        f(&outputs).map_err(|reason| InferenceError::Run { model: self.name.clone(), reason })
+    }
+}
+
+/// The f32 data and shape of output `name`.
+pub fn output<'a>(outputs: &'a SessionOutputs<'_>, name: &str) -> std::result::Result<(&'a [i64], &'a [f32]), String> {
+    let v = outputs.get(name).ok_or_else(|| format!("no output '{name}'"))?;
+    let (shape, data) = v.try_extract_tensor::<f32>().map_err(|e| format!("output '{name}': {e}"))?;
+    Ok((shape, data))
+}
+
+fn type_name(t: TensorElementType) -> &'static str {
+    match t {
+        TensorElementType::Float32 => "float32",
+        TensorElementType::Float16 => "float16",
+        TensorElementType::Float64 => "float64",
+        TensorElementType::Uint8 => "uint8",
+        TensorElementType::Int8 => "int8",
+        TensorElementType::Int32 => "int32",
+        TensorElementType::Int64 => "int64",
+        _ => "other",
+    }
+}
+
+fn check_tensor(kind: &str, want: &TensorSpec, got: Option<&ValueType>) -> std::result::Result<(), String> {
+    let Some(got) = got else {
+        return Err(format!("{kind} '{}' is missing", want.name));
+    };
+    let (Some(ty), Some(shape)) = (got.tensor_type(), got.tensor_shape()) else {
+        return Err(format!("{kind} '{}' is not a tensor", want.name));
+    };
+    if type_name(ty) != want.element_type {
+        return Err(format!("{kind} '{}' has element type {}, expected {}", want.name, type_name(ty), want.element_type));
+    }
+    if shape.len() != want.shape.len() {
+        return Err(format!(
+            "{kind} '{}' has rank {} (shape {:?}), expected rank {} (shape {:?})",
+            want.name,
+            shape.len(),
+            &shape[..],
+            want.shape.len(),
+            want.shape
+        ));
+    }
+    for (i, (&g, &w)) in shape.iter().zip(&want.shape).enumerate() {
+        if w >= 0 && g >= 0 && g != w {
+            return Err(format!(
+                "{kind} '{}' dimension {i} is {g}, expected {w} (shape {:?}, expected {:?})",
+                want.name, &shape[..], want.shape
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks names, element types, ranks and fixed dimensions of a session against a contract.
+pub fn check_signature(session: &Session, spec: &ModelSpec) -> std::result::Result<(), String> {
+    if session.inputs().len() != spec.inputs.len() {
+        let names: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        return Err(format!("has {} inputs {names:?}, expected {}", names.len(), spec.inputs.len()));
+    }
+    for want in &spec.inputs {
+        let got = session.inputs().iter().find(|i| i.name() == want.name).map(|i| i.dtype());
+        check_tensor("input", want, got)?;
+    }
+    for want in &spec.outputs {
+        let got = session.outputs().iter().find(|o| o.name() == want.name).map(|o| o.dtype());
+        check_tensor("output", want, got)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,31 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! `faceanalyze`: a GStreamer element that finds faces and estimates their age and emotion with ONNX models.
+//!
+//! The GStreamer glue lives in [`faceanalyze`]; everything else is plain Rust that tests, benchmarks and the
+//! evaluation command use without a pipeline.
+
+pub mod align;
+pub mod analyzer;
+pub mod face;
+pub mod frame;
+pub mod inference;
+pub mod models;
+pub mod postprocess;
+pub mod preprocess;
+pub mod overlay;
+
+fn plugin_init(_plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
+    Ok(())
+}
+
+gst::plugin_define!(
+    faceanalyze,
+    env!("CARGO_PKG_DESCRIPTION"),
+    plugin_init,
+    concat!(env!("CARGO_PKG_VERSION"), "-", env!("COMMIT_ID")),
+    "MIT/X11",
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_NAME"),
+    env!("CARGO_PKG_REPOSITORY"),
+    env!("BUILD_REL_DATE")
+);

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: MIT OR Apache-2.0
+//! Pixels to model inputs: the detector's letterboxed BGR planes, and per-face crops or aligned chips sampled
+//! bilinearly straight from the frame (any packed layout, any stride) into caller-owned, reused buffers.
+
+use crate::align::Affine;
+use crate::frame::FrameRef;
+
+/// How the detector input relates to the frame: `input = frame · scale`, placed top-left and zero-padded.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LetterboxInfo {
+    /// Horizontal and vertical scale from frame to detector input (differ by rounding only).
+    pub scale_x: f32,
+    pub scale_y: f32,
+    /// Size of the scaled image inside the input.
+    pub scaled_w: usize,
+    pub scaled_h: usize,
+    /// Padded input size (multiples of 32).
+    pub input_w: usize,
+    pub input_h: usize,
+}
+
+/// The detector input geometry for a `width` x `height` frame when its long side becomes `size` (0 = native).
+pub fn letterbox_geometry(width: usize, height: usize, size: usize) -> LetterboxInfo {
+    let long = width.max(height).max(1);
+    let scale = if size == 0 { 1.0 } else { size as f64 / long as f64 };
+    let scaled_w = ((width as f64 * scale).round() as usize).max(1);
+    let scaled_h = ((height as f64 * scale).round() as usize).max(1);
+    LetterboxInfo {
+        scale_x: scaled_w as f32 / width.max(1) as f32,
+        scale_y: scaled_h as f32 / height.max(1) as f32,
+        scaled_w,
+        scaled_h,
+        input_w: scaled_w.div_ceil(32) * 32,
+        input_h: scaled_h.div_ceil(32) * 32,
+    }
+}
+
+/// One source tap of a bilinear resize along an axis: two sample positions and the weight of the second.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w: f32,
+}
+
+fn taps(out: &mut Vec<Tap>, dst_len: usize, src_len: usize, scale: f32, step: usize) {
+    out.clear();
+    let max = src_len.saturating_sub(1) as f32;
+    for d in 0..dst_len {
+        let s = ((d as f32 + 0.5) / scale - 0.5).clamp(0.0, max);
+        let i0 = s.floor() as usize;
+        let i1 = (i0 + 1).min(src_len - 1);
+        out.push(Tap { i0: i0 * step, i1: i1 * step, w: s - i0 as f32 });
+    }
+}
+
+/// Reusable state of the detector pre-processing: the input tensor and the resize tables, rebuilt only when the
+/// frame geometry or detection size changes.
+#[derive(Debug, Default)]
+pub struct Letterboxer {
+    key: (usize, usize, usize, usize),
+    info: LetterboxInfo,
+    xs: Vec<Tap>,
+    ys: Vec<Tap>,
+    /// NCHW, BGR, 0..255, `[1, 3, input_h, input_w]`.
+    pub input: Vec<f32>,
+}
+
+impl Letterboxer {
+    /// Converts and scales `frame` into [`Self::input`] in one pass and returns the geometry.
+    pub fn run(&mut self, frame: &FrameRef, size: usize) -> LetterboxInfo {
+        let bpp = frame.layout.bpp();
+        let key = (frame.width, frame.height, size, bpp);
+        if key != self.key || self.xs.is_empty() {
+            self.info = letterbox_geometry(frame.width, frame.height, size);
+            taps(&mut self.xs, self.info.scaled_w, frame.width, self.info.scale_x, bpp);
+            taps(&mut self.ys, self.info.scaled_h, frame.height, self.info.scale_y, 1);
+            self.key = key;
+            let len = 3 * self.info.input_w * self.info.input_h;
+            self.input.clear();
+            self.input.resize(len, 0.0);
+        }
+        let info = self.info;
+        let plane = info.input_w * info.input_h;
+        let [ro, go, bo] = frame.layout.rgb_offsets();
+        let (b_plane, rest) = self.input.split_at_mut(plane);
+        let (g_plane, r_plane) = rest.split_at_mut(plane);
+        for (y, ty) in self.ys.iter().enumerate() {
+            let r0 = frame.row(ty.i0);
+            let r1 = frame.row(ty.i1);
+            let wy = ty.w;
+            let off = y * info.input_w;
+            let (bd, gd, rd) = (
+                &mut b_plane[off..off + info.scaled_w],
+                &mut g_plane[off..off + info.scaled_w],
+                &mut r_plane[off..off + info.scaled_w],
+            );
+            for (x, tx) in self.xs.iter().enumerate() {
+                let wx = tx.w;
+                let px = |c: usize| {
+                    let a = r0[tx.i0 + c] as f32;
+                    let b = r0[tx.i1 + c] as f32;
+                    let c0 = r1[tx.i0 + c] as f32;
+                    let d = r1[tx.i1 + c] as f32;
+                    let top = a + (b - a) * wx;
+                    let bot = c0 + (d - c0) * wx;
+                    top + (bot - top) * wy
+                };
+                bd[x] = px(bo);
+                gd[x] = px(go);
+                rd[x] = px(ro);
+            }
+        }
+        info
+    }
+}
+
+/// Samples `frame` bilinearly (border replicate) at the points `m · (x, y)` for every pixel of an
+/// `out_w` x `out_h` grid and hands `(x, y, [r, g, b])` to `put`, values in 0..255.
+#[inline]
+pub fn warp_affine(frame: &FrameRef, m: &Affine, out_w: usize, out_h: usize, mut put: impl FnMut(usize, usize, [f32; 3])) {
+    let bpp = frame.layout.bpp();
+    let [ro, go, bo] = frame.layout.rgb_offsets();
+    let maxx = frame.width as f32 - 1.0;
+    let maxy = frame.height as f32 - 1.0;
+    let data = frame.data();
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let (xf, yf) = (x as f32, y as f32);
+            let sx = m[0] * xf + m[1] * yf + m[2];
+            let sy = m[3] * xf + m[4] * yf + m[5];
+            // NaN clamps to the minimum, so a broken transform samples a corner instead of reading out of bounds.
+            let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, maxx) };
+            let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
+            let x0 = sx as usize;
+            let y0 = sy as usize;
+            let x1 = (x0 + 1).min(frame.width - 1);
+            let y1 = (y0 + 1).min(frame.height - 1);
+            let (wx, wy) = (sx - x0 as f32, sy - y0 as f32);
+            let p00 = y0 * frame.stride + x0 * bpp;
+            let p01 = y0 * frame.stride + x1 * bpp;
+            let p10 = y1 * frame.stride + x0 * bpp;
+            let p11 = y1 * frame.stride + x1 * bpp;
+            let s = |o: usize| {
+                let top = data[p00 + o] as f32 + (data[p01 + o] as f32 - data[p00 + o] as f32) * wx;
+                let bot = data[p10 + o] as f32 + (data[p11 + o] as f32 - data[p10 + o] as f32) * wx;
+                top + (bot - top) * wy
+            };
+            put(x, y, [s(ro), s(go), s(bo)]);
+        }
+    }
+}
+
+/// Luma as OpenCV's `COLOR_BGR2GRAY` computes it.
+#[inline]
+pub fn gray(rgb: [f32; 3]) -> f32 {
+    0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::PixelLayout;
+
+    #[test]
+    fn geometry_pads_to_32() {
+        let g = letterbox_geometry(1920, 1080, 640);
+        assert_eq!((g.scaled_w, g.scaled_h, g.input_w, g.input_h), (640, 360, 640, 384));
+        let g = letterbox_geometry(641, 361, 0);
+        assert_eq!((g.scaled_w, g.scaled_h, g.input_w, g.input_h), (641, 361, 672, 384));
+        let g = letterbox_geometry(1, 1, 640);
+        assert_eq!((g.input_w, g.input_h), (640, 640));
+    }
+
+    #[test]
+    fn letterbox_is_bgr_planes_and_zero_padded() {
+        // 4x2 RGBx frame with stride 20, each pixel (r, g, b) = (10x, 100, 200) + y.
+        let (w, h, stride) = (4, 2, 20);
+        let mut buf = vec![0u8; stride * h];
+        for y in 0..h {
+            for x in 0..w {
+                let p = y * stride + x * 4;
+                buf[p..p + 4].copy_from_slice(&[10 * x as u8 + y as u8, 100, 200, 7]);
+            }
+        }
+        let f = FrameRef::new(&buf, w, h, stride, PixelLayout::Rgbx).unwrap();
+        let mut lb = Letterboxer::default();
+        let info = lb.run(&f, 0);
+        assert_eq!((info.input_w, info.input_h), (32, 32));
+        let plane = 32 * 32;
+        assert_eq!(lb.input[0], 200.0); // B of (0, 0)
+        assert_eq!(lb.input[plane], 100.0); // G
+        assert_eq!(lb.input[2 * plane + 3], 30.0); // R of (3, 0)
+        assert_eq!(lb.input[2 * plane + 32 + 1], 11.0); // R of (1, 1)
+        assert_eq!(lb.input[4], 0.0); // padding column
+        assert_eq!(lb.input[2 * 32], 0.0); // padding row
+    }
+
+    #[test]
+    fn warp_identity_reads_pixels_and_clamps_outside() {
+        let (w, h) = (3, 2);
+        let buf: Vec<u8> = (0..(w * h * 3) as u8).collect();
+        let f = FrameRef::new(&buf, w, h, w * 3, PixelLayout::Rgb).unwrap();
+        let mut got = vec![];
+        warp_affine(&f, &[1.0, 0.0, 0.0, 0.0, 1.0, 0.0], 3, 2, |_, _, p| got.push(p));
+        assert_eq!(got[4], [12.0, 13.0, 14.0]);
+        let mut far = vec![];
+        warp_affine(&f, &[1.0, 0.0, 100.0, 0.0, 1.0, -50.0], 1, 1, |_, _, p| far.push(p));
+        assert_eq!(far[0], [6.0, 7.0, 8.0]); // clamped to (2, 0)
+        let mut nan = vec![];
+        warp_affine(&f, &[f32::NAN; 6], 1, 1, |_, _, p| nan.push(p));
+        assert_eq!(nan[0], [0.0, 1.0, 2.0]);
+    }
+}
