@@ -7,15 +7,20 @@
 pub mod align;
 pub mod analyzer;
 pub mod face;
+mod faceanalyze;
 pub mod frame;
 pub mod inference;
+pub mod meta;
 pub mod models;
 pub mod postprocess;
-pub mod preprocess;
 pub mod overlay;
+pub mod preprocess;
+pub mod results;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
-    Ok(())
+pub use faceanalyze::{BlurMode, ExecutionProvider, FaceAnalyze};
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), gst::glib::BoolError> {
+    faceanalyze::register(plugin)
 }
 
 gst::plugin_define!(

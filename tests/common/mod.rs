@@ -131,3 +131,94 @@ pub fn init_gst() {
         gstfaceanalyze::plugin_register_static().expect("register faceanalyze");
     });
 }
+
+/// A tiny ONNX model written by hand (protobuf): `Identity` from input `in_name` to output `out_name`, float32,
+/// with the given shapes (`-1` = a named dynamic dimension) and optionally a node in a custom operator domain.
+pub fn tiny_onnx(in_name: &str, in_shape: &[i64], out_name: &str, custom_domain: Option<&str>) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn field_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(((tag << 3) | 2) as u64, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+    fn field_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
+        varint((tag << 3) as u64, out);
+        varint(v, out);
+    }
+    // ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 { dim = 1 { dim_value = 1 |
+    // dim_param = 2 } } } } }
+    fn value_info(name: &str, shape: &[i64]) -> Vec<u8> {
+        let mut shape_msg = Vec::new();
+        for (i, &d) in shape.iter().enumerate() {
+            let mut dim = Vec::new();
+            if d >= 0 {
+                field_varint(1, d as u64, &mut dim);
+            } else {
+                field_bytes(2, format!("d{i}").as_bytes(), &mut dim);
+            }
+            field_bytes(1, &dim, &mut shape_msg);
+        }
+        let mut tensor = Vec::new();
+        field_varint(1, 1, &mut tensor); // FLOAT
+        field_bytes(2, &shape_msg, &mut tensor);
+        let mut ty = Vec::new();
+        field_bytes(1, &tensor, &mut ty);
+        let mut vi = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut vi);
+        field_bytes(2, &ty, &mut vi);
+        vi
+    }
+    // NodeProto { input = 1, output = 2, name = 3, op_type = 4, domain = 7 }
+    let mut node = Vec::new();
+    field_bytes(1, in_name.as_bytes(), &mut node);
+    field_bytes(2, out_name.as_bytes(), &mut node);
+    field_bytes(3, b"n0", &mut node);
+    field_bytes(4, if custom_domain.is_some() { b"MyCustomOp" } else { b"Identity" }, &mut node);
+    if let Some(d) = custom_domain {
+        field_bytes(7, d.as_bytes(), &mut node);
+    }
+    // GraphProto { node = 1, name = 2, input = 11, output = 12 }
+    let mut graph = Vec::new();
+    field_bytes(1, &node, &mut graph);
+    field_bytes(2, b"tiny", &mut graph);
+    field_bytes(11, &value_info(in_name, in_shape), &mut graph);
+    field_bytes(12, &value_info(out_name, in_shape), &mut graph);
+    // ModelProto { ir_version = 1, producer_name = 2, graph = 7, opset_import = 8 { domain = 1, version = 2 } }
+    let mut model = Vec::new();
+    field_varint(1, 8, &mut model);
+    field_bytes(2, b"faceanalyze-tests", &mut model);
+    field_bytes(7, &graph, &mut model);
+    let mut opset = Vec::new();
+    field_varint(2, 13, &mut opset);
+    field_bytes(8, &opset, &mut model);
+    if let Some(d) = custom_domain {
+        let mut o = Vec::new();
+        field_bytes(1, d.as_bytes(), &mut o);
+        field_varint(2, 1, &mut o);
+        field_bytes(8, &o, &mut model);
+    }
+    model
+}
+
+/// A unique scratch folder under the system temp dir.
+pub fn scratch_dir(tag: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let d = std::env::temp_dir().join(format!(
+        "faceanalyze-{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
