@@ -138,9 +138,11 @@ mod tests {
 
     #[test]
     fn chip_maps_template_points_back_to_landmarks() {
-        let mut det = Detection::default();
         // An upright face: eyes at (40, 50) and (80, 50) (given right-eye first, as YuNet does), nose at (60, 75).
-        det.landmarks = [[80.0, 50.0], [40.0, 50.0], [60.0, 75.0], [75.0, 95.0], [45.0, 95.0]];
+        let det = Detection {
+            landmarks: [[80.0, 50.0], [40.0, 50.0], [60.0, 75.0], [75.0, 95.0], [45.0, 95.0]],
+            ..Default::default()
+        };
         let m = dlib_chip_transform(&det, 64, 0.2, AlignPoints::Eyes).unwrap();
         let s = 64.0 / 1.4;
         let left_eye_chip = [(0.2 + DLIB_EYE_LEFT[0]) * s, (0.2 + DLIB_EYE_LEFT[1]) * s];

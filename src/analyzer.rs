@@ -138,15 +138,7 @@ impl Analyzer {
         let detector = Detector::new(Self::load_detector(&rt, cfg)?);
         let age = if cfg.age { Some(Self::load_age(&rt, cfg)?) } else { None };
         let emotion = if cfg.emotion { Some(Self::load_emotion(&rt, cfg)?) } else { None };
-        Ok(Self {
-            runtime: rt,
-            detector,
-            age,
-            emotion,
-            dets: Vec::new(),
-            age_out: Vec::new(),
-            emotion_out: Vec::new(),
-        })
+        Ok(Self { runtime: rt, detector, age, emotion, dets: Vec::new(), age_out: Vec::new(), emotion_out: Vec::new() })
     }
 
     fn model_dir(cfg: &AnalyzerConfig) -> PathBuf {
@@ -174,9 +166,7 @@ impl Analyzer {
                     Ok(s) => Ok(AgeModel::new(s, AgeKind::Hse)),
                     Err(InferenceError::Signature { path, reason }) => Err(InferenceError::Signature {
                         path,
-                        reason: format!(
-                            "it matches neither age contract (as dlib: {dlib_reason}; as hse: {reason})"
-                        ),
+                        reason: format!("it matches neither age contract (as dlib: {dlib_reason}; as hse: {reason})"),
                     }),
                     Err(e) => Err(e),
                 }

@@ -96,7 +96,7 @@ fn check(len: usize, width: usize, height: usize, stride: usize, layout: PixelLa
     if width == 0 || height == 0 {
         return Err(FrameError::Empty { width, height });
     }
-    let row = width.checked_mul(layout.bpp()).unwrap_or(usize::MAX);
+    let row = width.saturating_mul(layout.bpp());
     if stride < row {
         return Err(FrameError::StrideTooSmall { stride, width, bpp: layout.bpp() });
     }
@@ -173,13 +173,7 @@ impl<'a> FrameMut<'a> {
     }
 
     pub fn as_ref(&self) -> FrameRef<'_> {
-        FrameRef {
-            data: self.data,
-            width: self.width,
-            height: self.height,
-            stride: self.stride,
-            layout: self.layout,
-        }
+        FrameRef { data: self.data, width: self.width, height: self.height, stride: self.stride, layout: self.layout }
     }
 
     pub fn data_mut(&mut self) -> &mut [u8] {
@@ -216,14 +210,8 @@ mod tests {
     fn rejects_bad_geometry() {
         let buf = vec![0u8; 100];
         assert!(matches!(FrameRef::new(&buf, 0, 5, 10, PixelLayout::Rgb), Err(FrameError::Empty { .. })));
-        assert!(matches!(
-            FrameRef::new(&buf, 5, 5, 10, PixelLayout::Rgbx),
-            Err(FrameError::StrideTooSmall { .. })
-        ));
-        assert!(matches!(
-            FrameRef::new(&buf, 5, 8, 15, PixelLayout::Rgb),
-            Err(FrameError::BufferTooSmall { .. })
-        ));
+        assert!(matches!(FrameRef::new(&buf, 5, 5, 10, PixelLayout::Rgbx), Err(FrameError::StrideTooSmall { .. })));
+        assert!(matches!(FrameRef::new(&buf, 5, 8, 15, PixelLayout::Rgb), Err(FrameError::BufferTooSmall { .. })));
         // Last row needs only width*bpp bytes: 6 rows of stride 16 + 15 = 95 <= 100.
         assert!(FrameRef::new(&buf, 5, 7, 16, PixelLayout::Rgb).is_ok());
     }

@@ -12,8 +12,8 @@ pub mod frame;
 pub mod inference;
 pub mod meta;
 pub mod models;
-pub mod postprocess;
 pub mod overlay;
+pub mod postprocess;
 pub mod preprocess;
 pub mod results;
 

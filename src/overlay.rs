@@ -460,13 +460,15 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// Copies the clipped region into `dst` as packed RGB.
-    fn gather(&mut self, c: Clipped, dst: &mut Vec<u8>) {
+    /// Copies the clipped region into `dst` as packed RGB, transposed: `dst` holds one row of `y1 - y0` pixels per
+    /// column of the region. `dst` must be `3 * width * height` bytes.
+    fn gather_transposed(&mut self, c: Clipped, dst: &mut [u8]) {
         let (bpp, [o0, o1, o2]) = (self.bpp, self.offs);
-        dst.clear();
-        for y in c.y0..c.y1 {
-            for px in self.span(y, c.x0, c.x1).chunks_exact(bpp) {
-                dst.extend_from_slice(&[px[o0], px[o1], px[o2]]);
+        let h = c.y1 - c.y0;
+        for (row, y) in (c.y0..c.y1).enumerate() {
+            for (x, px) in self.span(y, c.x0, c.x1).chunks_exact(bpp).enumerate() {
+                let d = (x * h + row) * 3;
+                dst[d..d + 3].copy_from_slice(&[px[o0], px[o1], px[o2]]);
             }
         }
     }
@@ -515,25 +517,30 @@ impl<'a> Canvas<'a> {
     }
 }
 
-/// One horizontal box-blur pass over packed RGB rows `w` pixels wide, edges clamped.
-fn box_blur_h(src: &[u8], dst: &mut [u8], w: usize, r: usize) {
-    let n = (2 * r + 1) as u32;
-    let last = w - 1;
-    for (s, d) in src.chunks_exact(w * 3).zip(dst.chunks_exact_mut(w * 3)) {
-        for c in 0..3 {
-            let at = |i: usize| s[i.min(last) * 3 + c] as u32;
-            let mut sum = (r as u32 + 1) * at(0) + (1..=r).map(at).sum::<u32>();
-            for x in 0..w {
-                d[x * 3 + c] = ((sum + n / 2) / n) as u8;
-                sum = sum + at(x + r + 1) - at(x.saturating_sub(r));
-            }
+/// Transposes `rows` x `cols` packed RGB pixels in `src` into `cols` x `rows` in `dst`.
+fn transpose_rgb(src: &[u8], dst: &mut [u8], rows: usize, cols: usize) {
+    for (i, src_row) in src.chunks_exact(cols * 3).enumerate().take(rows) {
+        for (j, px) in src_row.chunks_exact(3).enumerate() {
+            let d = (j * rows + i) * 3;
+            dst[d..d + 3].copy_from_slice(px);
         }
+    }
+}
+
+/// [`BLUR_PASSES`] vertical box-blur passes over `rows` rows of `row_len` bytes; the result ends in `a`, `b` and
+/// `sums` are scratch.
+fn blur_columns(a: &mut Vec<u8>, b: &mut Vec<u8>, row_len: usize, rows: usize, r: usize, sums: &mut Vec<u32>) {
+    for _ in 0..BLUR_PASSES {
+        box_blur_v(a, b, row_len, rows, r, sums);
+        std::mem::swap(a, b);
     }
 }
 
 /// One vertical box-blur pass over `h` packed RGB rows, edges clamped; `sums` is scratch.
 fn box_blur_v(src: &[u8], dst: &mut [u8], row_len: usize, h: usize, r: usize, sums: &mut Vec<u32>) {
-    let n = (2 * r + 1) as u32;
+    // Fixed-point reciprocal instead of a division per byte: s <= 255 * n, so s * mul + 2^23 <= 255 * 2^24 + 2^23
+    // fits in u32 and the result never exceeds 255.
+    let mul = (1u32 << 24) / (2 * r as u32 + 1);
     let row = |i: usize| &src[i.min(h - 1) * row_len..][..row_len];
     sums.clear();
     sums.extend(row(0).iter().map(|&v| (r as u32 + 1) * v as u32));
@@ -544,7 +551,7 @@ fn box_blur_v(src: &[u8], dst: &mut [u8], row_len: usize, h: usize, r: usize, su
     }
     for (y, d) in dst.chunks_exact_mut(row_len).enumerate().take(h) {
         for (d, &s) in d.iter_mut().zip(sums.iter()) {
-            *d = ((s + n / 2) / n) as u8;
+            *d = ((s * mul + (1 << 23)) >> 24) as u8;
         }
         for ((s, &add), &sub) in sums.iter_mut().zip(row(y + r + 1)).zip(row(y.saturating_sub(r))) {
             *s = *s + add as u32 - sub as u32;
@@ -685,15 +692,20 @@ impl Overlay {
             Privacy::None => {}
             Privacy::Pixelate => canvas.pixelate(c, (rect.x0, rect.y0), (size / 8).max(2)),
             Privacy::Blur => {
+                // Box blurs along one axis commute, so run all passes along x, then all along y. Both run as
+                // vertical passes (which vectorise across the row): along x on the transposed region.
                 let (w, h) = (c.x1 - c.x0, c.y1 - c.y0);
                 let r = (size / 8).max(1) as usize;
-                canvas.gather(c, &mut self.blur_a);
-                self.blur_b.clear();
-                self.blur_b.resize(self.blur_a.len(), 0);
-                for _ in 0..BLUR_PASSES {
-                    box_blur_h(&self.blur_a, &mut self.blur_b, w, r);
-                    box_blur_v(&self.blur_b, &mut self.blur_a, w * 3, h, r, &mut self.blur_sums);
+                let (a, b, sums) = (&mut self.blur_a, &mut self.blur_b, &mut self.blur_sums);
+                for buf in [&mut *a, &mut *b] {
+                    buf.clear();
+                    buf.resize(w * h * 3, 0);
                 }
+                canvas.gather_transposed(c, a);
+                blur_columns(a, b, h * 3, w, r, sums);
+                transpose_rgb(a, b, w, h);
+                std::mem::swap(a, b);
+                blur_columns(a, b, w * 3, h, r, sums);
                 canvas.scatter(c, &self.blur_a);
             }
         }
@@ -1082,8 +1094,8 @@ mod tests {
                 o.label.capacity(),
                 o.glyphs.map.len(),
                 o.glyphs.coverage.capacity(),
-                o.blur_a.capacity(),
-                o.blur_b.capacity(),
+                // The two blur buffers swap roles; their total is what matters.
+                o.blur_a.capacity() + o.blur_b.capacity(),
                 o.blur_sums.capacity(),
             )
         };
@@ -1141,6 +1153,9 @@ mod tests {
             overlay.draw(&mut frame, &faces, &template, &style);
             let img = image::RgbImage::from_raw(w as u32, h as u32, buf).unwrap();
             img.save(format!("/tmp/faceanalyze-overlay-{name}.png")).unwrap();
+            let crop = image::imageops::crop_imm(&img, 50, 150, 520, 250).to_image();
+            let zoom = image::imageops::resize(&crop, 1560, 750, image::imageops::FilterType::Nearest);
+            zoom.save(format!("/tmp/faceanalyze-overlay-{name}-zoom.png")).unwrap();
         }
     }
 }

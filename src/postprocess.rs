@@ -44,7 +44,7 @@ pub fn decode_stride(
     for i in 0..n {
         // Threshold before decoding; NaN scores never pass (comparison is false).
         let score = (o.cls[i].clamp(0.0, 1.0) * o.obj[i].clamp(0.0, 1.0)).sqrt();
-        if !(score >= threshold) {
+        if score.is_nan() || score < threshold {
             continue;
         }
         let (c, r) = ((i % cols) as f32, (i / cols) as f32);
@@ -148,13 +148,9 @@ pub fn age_stats(probs: &[f32], ages: &[f32]) -> Option<AgeEstimate> {
         }
         ages[ages.len() - 1] as f64
     };
-    let near: f64 = probs
-        .iter()
-        .zip(ages)
-        .filter(|&(_, &a)| (a as f64 - mean).abs() <= 5.0)
-        .map(|(&p, _)| p as f64)
-        .sum::<f64>()
-        / total;
+    let near: f64 =
+        probs.iter().zip(ages).filter(|&(_, &a)| (a as f64 - mean).abs() <= 5.0).map(|(&p, _)| p as f64).sum::<f64>()
+            / total;
     Some(AgeEstimate {
         value: mean as f32,
         stddev: var.sqrt() as f32,

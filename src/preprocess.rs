@@ -118,7 +118,13 @@ impl Letterboxer {
 /// Samples `frame` bilinearly (border replicate) at the points `m · (x, y)` for every pixel of an
 /// `out_w` x `out_h` grid and hands `(x, y, [r, g, b])` to `put`, values in 0..255.
 #[inline]
-pub fn warp_affine(frame: &FrameRef, m: &Affine, out_w: usize, out_h: usize, mut put: impl FnMut(usize, usize, [f32; 3])) {
+pub fn warp_affine(
+    frame: &FrameRef,
+    m: &Affine,
+    out_w: usize,
+    out_h: usize,
+    mut put: impl FnMut(usize, usize, [f32; 3]),
+) {
     let bpp = frame.layout.bpp();
     let [ro, go, bo] = frame.layout.rgb_offsets();
     let maxx = frame.width as f32 - 1.0;

@@ -171,7 +171,11 @@ mod tests {
         p[3] = 0.81;
         p[6] = 0.19;
         let f = Face {
-            detection: Detection { bbox: BBox { x: 10.0, y: 20.5, w: 30.0, h: 40.0 }, score: 0.93, landmarks: [[1.0, 2.0]; 5] },
+            detection: Detection {
+                bbox: BBox { x: 10.0, y: 20.5, w: 30.0, h: 40.0 },
+                score: 0.93,
+                landmarks: [[1.0, 2.0]; 5],
+            },
             age: Some(AgeEstimate { value: 34.24, stddev: 4.1, low: 29.2, high: 39.6, confidence: 0.5 }),
             gender_male: None,
             emotion: Some(EmotionEstimate::from_probabilities(p)),

@@ -37,3 +37,108 @@ fn obama_one_face_age_40_to_60_with_both_age_models() {
         assert!((e.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-3);
     }
 }
+
+fn count_faces(rel: &str, p: &AnalyzeParams) -> Option<(usize, Vec<Face>)> {
+    let img = photo(rel)?;
+    let mut a = analyzer(|_| {})?;
+    let faces = analyze(&mut a, &img.frame(), p);
+    Some((faces.len(), faces))
+}
+
+#[test]
+fn two_people_six_in_a_group_and_a_crowd() {
+    let p = AnalyzeParams::default();
+    for (rel, want) in [
+        ("images/face_recognition/examples/two_people.jpg", 2),
+        ("images/group_photo/t1.jpg", 6),
+        ("images/dlib_examples/bald_guys.jpg", BALD_GUYS_FACES),
+    ] {
+        let Some((n, faces)) = count_faces(rel, &p) else { return };
+        let scores: Vec<f32> = faces.iter().map(|f| f.detection.score).collect();
+        assert_eq!(n, want, "{rel}: scores {scores:?}");
+        for f in &faces {
+            assert!(f.age.is_some() && f.emotion.is_some(), "{rel}: every face is classified");
+        }
+    }
+}
+
+/// Counted by eye on `dlib_examples/bald_guys.jpg`: 24 portraits in the collage plus one blurred bystander behind
+/// the left-hand Bruce Willis photo (box near x=255, y=961).
+const BALD_GUYS_FACES: usize = 25;
+
+#[test]
+fn dogs_are_not_faces_at_threshold_0_9() {
+    let mut p = AnalyzeParams::default();
+    p.detector.threshold = 0.9;
+    let Some((n, faces)) = count_faces("images/dlib_examples/dogs.jpg", &p) else { return };
+    assert_eq!(n, 0, "{faces:?}");
+}
+
+#[test]
+fn same_faces_in_every_layout_and_stride() {
+    let Some(img) = photo("images/face_recognition/examples/two_people.jpg") else { return };
+    let Some(mut a) = analyzer(|_| {}) else { return };
+    let p = AnalyzeParams::default();
+    let reference = analyze(&mut a, &img.frame(), &p);
+    assert_eq!(reference.len(), 2);
+    for layout in PixelLayout::ALL {
+        for pad in [0, 7, 64] {
+            let (buf, stride) = img.to_layout(layout, pad);
+            let f = FrameRef::new(&buf, img.width, img.height, stride, layout).unwrap();
+            let faces = analyze(&mut a, &f, &p);
+            assert_eq!(faces.len(), reference.len(), "{layout:?} pad {pad}");
+            for (g, r) in faces.iter().zip(&reference) {
+                assert_eq!(g.detection, r.detection, "{layout:?} pad {pad}");
+                assert_eq!(g.age, r.age, "{layout:?} pad {pad}");
+                assert_eq!(g.emotion, r.emotion, "{layout:?} pad {pad}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fer_batch_equals_one_by_one_and_happy_is_mostly_happy() {
+    use gstfaceanalyze::face::{BBox, Detection};
+    let Some(dir) = data_file("fer2013/validation/happy") else { return };
+    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    files.truncate(40);
+    // Tile the 48x48 faces into one frame, one detection per tile, so one call classifies them all in a batch.
+    let n = files.len();
+    let (tw, cols) = (48usize, 8usize);
+    let rows = n.div_ceil(cols);
+    let mut canvas = Rgb { data: vec![0; cols * tw * rows * tw * 3], width: cols * tw, height: rows * tw };
+    let mut dets = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let t = load_rgb(f);
+        let (ox, oy) = ((i % cols) * tw, (i / cols) * tw);
+        for y in 0..tw {
+            for x in 0..tw {
+                let s = (y * t.width + x) * 3;
+                let d = ((oy + y) * canvas.width + ox + x) * 3;
+                canvas.data[d..d + 3].copy_from_slice(&t.data[s..s + 3]);
+            }
+        }
+        let bbox = BBox { x: ox as f32 + 4.0, y: oy as f32 + 4.0, w: 40.0, h: 40.0 };
+        dets.push(Detection { bbox, score: 1.0, landmarks: [[0.0; 2]; 5] });
+    }
+    let Some(mut a) = analyzer(|c| c.age = false) else { return };
+    let mut p = AnalyzeParams::default();
+    p.analyze_age = false;
+    let frame = canvas.frame();
+    let mut batch = Vec::new();
+    let mut stats = Default::default();
+    a.classify(&frame, &dets, &p, &mut batch, &mut stats).unwrap();
+    assert_eq!(stats.emotion_runs, 1, "one batched run for all faces");
+    let mut happy = 0;
+    for (i, d) in dets.iter().enumerate() {
+        let mut single = Vec::new();
+        a.classify(&frame, std::slice::from_ref(d), &p, &mut single, &mut Default::default()).unwrap();
+        let (b, s) = (batch[i].emotion.unwrap(), single[0].emotion.unwrap());
+        for (x, y) in b.probabilities.iter().zip(s.probabilities) {
+            assert!((x - y).abs() <= 1e-5, "face {i}: batched {b:?} vs single {s:?}");
+        }
+        happy += usize::from(b.label() == "happy");
+    }
+    assert!(happy * 2 > n, "only {happy} of {n} happy faces came out happy");
+}

@@ -36,7 +36,10 @@ fn element_is_registered_and_documented() {
     }
     // Enum properties round-trip.
     e.set_property_from_str("execution-provider", "cpu");
-    assert_eq!(e.property::<gstfaceanalyze::ExecutionProvider>("execution-provider"), gstfaceanalyze::ExecutionProvider::Cpu);
+    assert_eq!(
+        e.property::<gstfaceanalyze::ExecutionProvider>("execution-provider"),
+        gstfaceanalyze::ExecutionProvider::Cpu
+    );
     e.set_property("threshold", 0.75f32);
     assert_eq!(e.property::<f32>("threshold"), 0.75);
     // An invalid label template is refused and the previous one kept.
@@ -62,8 +65,16 @@ fn gradient_buffer(format: VideoFormat, width: u32, height: u32, pad: usize, pts
         let b = buf.get_mut().unwrap();
         b.set_pts(gst::ClockTime::from_nseconds(pts));
         b.set_duration(gst::ClockTime::from_mseconds(40));
-        gst_video::VideoMeta::add_full(b, gst_video::VideoFrameFlags::empty(), format, width, height, &[0], &[stride as i32])
-            .unwrap();
+        gst_video::VideoMeta::add_full(
+            b,
+            gst_video::VideoFrameFlags::empty(),
+            format,
+            width,
+            height,
+            &[0],
+            &[stride as i32],
+        )
+        .unwrap();
     }
     buf
 }
@@ -88,7 +99,8 @@ fn every_format_odd_width_and_padded_stride_pass_untouched() {
     for format in FORMATS {
         for (width, pad) in [(641u32, 0usize), (641, 13), (320, 64)] {
             let mut h = harness(&[]);
-            let caps = gst_video::VideoInfo::builder(format, width, 181).fps(gst::Fraction::new(25, 1)).build().unwrap();
+            let caps =
+                gst_video::VideoInfo::builder(format, width, 181).fps(gst::Fraction::new(25, 1)).build().unwrap();
             h.set_src_caps(caps.to_caps().unwrap());
             h.play();
             let input = gradient_buffer(format, width, 181, pad, 1_000_000);
@@ -97,7 +109,11 @@ fn every_format_odd_width_and_padded_stride_pass_untouched() {
             let out = h.pull().unwrap();
             assert_eq!(out.pts(), Some(gst::ClockTime::from_nseconds(1_000_000)), "{format:?}");
             assert_eq!(out.duration(), Some(gst::ClockTime::from_mseconds(40)));
-            assert_eq!(out.map_readable().unwrap().as_slice(), &before[..], "{format:?} {width} pad {pad}: pixels changed");
+            assert_eq!(
+                out.map_readable().unwrap().as_slice(),
+                &before[..],
+                "{format:?} {width} pad {pad}: pixels changed"
+            );
             assert_eq!(gstfaceanalyze::meta::faces_from_buffer(&out).len(), 0, "no face on a gradient");
         }
     }

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 
 use gst::glib;
-use gst_video::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
+use gst_video::prelude::*;
 
 use super::{BlurMode, ExecutionProvider};
 use crate::analyzer::{self, AnalyzeParams, Analyzer, AnalyzerConfig};
@@ -453,18 +453,7 @@ impl ElementImpl for FaceAnalyze {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             use gst_video::VideoFormat as F;
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list([
-                    F::Rgb,
-                    F::Bgr,
-                    F::Rgbx,
-                    F::Bgrx,
-                    F::Xrgb,
-                    F::Xbgr,
-                    F::Rgba,
-                    F::Bgra,
-                    F::Argb,
-                    F::Abgr,
-                ])
+                .format_list([F::Rgb, F::Bgr, F::Rgbx, F::Bgrx, F::Xrgb, F::Xbgr, F::Rgba, F::Bgra, F::Argb, F::Abgr])
                 .build();
             vec![
                 gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
@@ -660,10 +649,10 @@ impl BaseTransformImpl for FaceAnalyze {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::Eos(_) = event.view() {
-            if let Some(s) = lock(&self.state).as_mut() {
-                self.finish_results(s);
-            }
+        if let gst::EventView::Eos(_) = event.view()
+            && let Some(s) = lock(&self.state).as_mut()
+        {
+            self.finish_results(s);
         }
         self.parent_sink_event(event)
     }
@@ -763,18 +752,18 @@ impl BaseTransformImpl for FaceAnalyze {
             let s = meta::frame_message(state.frame_no, pts, w, h, &state.faces);
             let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
         }
-        if let Some(writer) = state.results.as_mut() {
-            if let Err(e) = writer.write_frame(state.frame_no, pts.map(|p| p.nseconds()), w, h, &state.faces) {
-                gst::element_imp_warning!(
-                    self,
-                    gst::ResourceError::Write,
-                    [
-                        "Cannot write results to {}: {e}. Results writing stops; the video keeps flowing.",
-                        state.results_path.display()
-                    ]
-                );
-                state.results = None;
-            }
+        if let Some(writer) = state.results.as_mut()
+            && let Err(e) = writer.write_frame(state.frame_no, pts.map(|p| p.nseconds()), w, h, &state.faces)
+        {
+            gst::element_imp_warning!(
+                self,
+                gst::ResourceError::Write,
+                [
+                    "Cannot write results to {}: {e}. Results writing stops; the video keeps flowing.",
+                    state.results_path.display()
+                ]
+            );
+            state.results = None;
         }
         state.frame_no += 1;
         Ok(gst::FlowSuccess::Ok)
@@ -783,10 +772,10 @@ impl BaseTransformImpl for FaceAnalyze {
 
 impl FaceAnalyze {
     fn finish_results(&self, state: &mut State) {
-        if let Some(w) = state.results.as_mut() {
-            if let Err(e) = w.finish() {
-                gst::warning!(CAT, imp = self, "Cannot flush results to {}: {e}", state.results_path.display());
-            }
+        if let Some(w) = state.results.as_mut()
+            && let Err(e) = w.finish()
+        {
+            gst::warning!(CAT, imp = self, "Cannot flush results to {}: {e}", state.results_path.display());
         }
     }
 }

@@ -34,7 +34,10 @@ pub enum ExecutionProvider {
     Cpu = 1,
     #[enum_value(name = "CUDA (falls back to CPU with a warning unless strict-provider is set).", nick = "cuda")]
     Cuda = 2,
-    #[enum_value(name = "TensorRT (falls back to CPU with a warning unless strict-provider is set).", nick = "tensorrt")]
+    #[enum_value(
+        name = "TensorRT (falls back to CPU with a warning unless strict-provider is set).",
+        nick = "tensorrt"
+    )]
     TensorRt = 3,
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! YuNet face detection on a frame: letterbox, one inference, decode, NMS, back to frame pixels.
 
-use super::session::{ModelSession, output};
 use super::Result;
+use super::session::{ModelSession, output};
 use crate::face::Detection;
 use crate::frame::FrameRef;
 use crate::postprocess::{STRIDES, StrideOutputs, decode_stride, nms, to_frame};

@@ -85,7 +85,13 @@ fn provider_compiled_in(provider: ExecutionProvider) -> bool {
 
 impl ModelSession {
     /// Loads `path` on the requested provider and checks it against `spec`'s contract.
-    pub fn load(runtime: &RuntimeInfo, path: &Path, name: &str, spec: &ModelSpec, opts: &SessionOptions) -> Result<Self> {
+    pub fn load(
+        runtime: &RuntimeInfo,
+        path: &Path,
+        name: &str,
+        spec: &ModelSpec,
+        opts: &SessionOptions,
+    ) -> Result<Self> {
         let attempts: &[ExecutionProvider] = match opts.provider {
             ExecutionProvider::Auto => &[ExecutionProvider::TensorRt, ExecutionProvider::Cuda, ExecutionProvider::Cpu],
             ExecutionProvider::Cuda => &[ExecutionProvider::Cuda, ExecutionProvider::Cpu],
@@ -95,7 +101,11 @@ impl ModelSession {
         let mut reasons = Vec::new();
         for &provider in attempts {
             if provider != ExecutionProvider::Cpu && !provider_compiled_in(provider) {
-                reasons.push(format!("{}: not in this ONNX Runtime build ({})", provider.name(), runtime.path.display()));
+                reasons.push(format!(
+                    "{}: not in this ONNX Runtime build ({})",
+                    provider.name(),
+                    runtime.path.display()
+                ));
                 continue;
             }
             if provider == ExecutionProvider::Cpu && opts.strict_provider && opts.provider != ExecutionProvider::Cpu {
@@ -103,10 +113,8 @@ impl ModelSession {
             }
             match Self::build(runtime, path, provider, opts) {
                 Ok(session) => {
-                    check_signature(&session, spec).map_err(|reason| InferenceError::Signature {
-                        path: path.to_owned(),
-                        reason,
-                    })?;
+                    check_signature(&session, spec)
+                        .map_err(|reason| InferenceError::Signature { path: path.to_owned(), reason })?;
                     let input_name = spec.inputs[0].name.clone();
                     let fallback_reason = (!reasons.is_empty()).then(|| reasons.join("; "));
                     return Ok(Self {
@@ -195,7 +203,12 @@ fn check_tensor(kind: &str, want: &TensorSpec, got: Option<&ValueType>) -> std::
         return Err(format!("{kind} '{}' is not a tensor", want.name));
     };
     if type_name(ty) != want.element_type {
-        return Err(format!("{kind} '{}' has element type {}, expected {}", want.name, type_name(ty), want.element_type));
+        return Err(format!(
+            "{kind} '{}' has element type {}, expected {}",
+            want.name,
+            type_name(ty),
+            want.element_type
+        ));
     }
     if shape.len() != want.shape.len() {
         return Err(format!(
@@ -211,7 +224,9 @@ fn check_tensor(kind: &str, want: &TensorSpec, got: Option<&ValueType>) -> std::
         if w >= 0 && g >= 0 && g != w {
             return Err(format!(
                 "{kind} '{}' dimension {i} is {g}, expected {w} (shape {:?}, expected {:?})",
-                want.name, &shape[..], want.shape
+                want.name,
+                &shape[..],
+                want.shape
             ));
         }
     }
