@@ -10,7 +10,7 @@
 //! the blur buffers), so once a stream's labels have been seen, drawing allocates nothing.
 
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::str::FromStr;
 use std::sync::LazyLock;
 
@@ -644,7 +644,8 @@ impl Overlay {
     }
 
     /// Draws `faces` into `frame`: privacy filter first (for all faces), then the outlines and landmarks, then the
-    /// labels on top. Invalid boxes (non-finite, empty) are skipped; everything is clipped to the frame.
+    /// labels on top. Invalid boxes (non-finite, empty) are skipped; everything is clipped to the frame. Landmarks
+    /// that are all exactly (0, 0) are taken as absent; non-finite landmarks are skipped.
     pub fn draw(&mut self, frame: &mut FrameMut<'_>, faces: &[Face], template: &LabelTemplate, style: &OverlayStyle) {
         let Some(mut canvas) = Canvas::new(frame) else { return };
         let line = style.line_px(canvas.height) as i64;
@@ -772,17 +773,6 @@ fn draw_label(canvas: &mut Canvas<'_>, glyphs: &mut GlyphCache, text: &str, px: 
     }
 }
 
-impl fmt::Display for Privacy {
-    /// `none`, `blur` or `pixelate`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Privacy::None => "none",
-            Privacy::Blur => "blur",
-            Privacy::Pixelate => "pixelate",
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -877,6 +867,25 @@ mod tests {
             let count = (0..50).flat_map(|y| (0..w).map(move |x| (x, y))).filter(|&(x, y)| view.rgb(x, y) == ink);
             assert!(count.count() > 20, "{} text pixels", EMOTIONS[emotion]);
         }
+    }
+
+    #[test]
+    fn label_moves_inside_the_box_at_the_top_edge() {
+        let (w, h) = (200, 100);
+        let f = face(150.0, 2.0, 40.0, 60.0);
+        let mut buf = pattern(w * h * 3);
+        let orig = buf.clone();
+        let style = OverlayStyle { font_size: Some(14.0), draw_landmarks: false, ..OverlayStyle::default() };
+        let mut frame = FrameMut::new(&mut buf, w, h, w * 3, PixelLayout::Rgb).unwrap();
+        Overlay::new().draw(&mut frame, &[f], &LabelTemplate::default(), &style);
+        // Rows above the box stay as they were; the label starts at the box top and is shifted left to fit.
+        assert_eq!(buf[..2 * w * 3], orig[..2 * w * 3]);
+        let view = FrameMut::new(&mut buf, w, h, w * 3, PixelLayout::Rgb).unwrap();
+        assert_eq!(view.as_ref().rgb(w - 1, 3), face_color(&f));
+        assert_ne!(
+            view.as_ref().rgb(149, 3),
+            FrameMut::new(&mut orig.clone(), w, h, w * 3, PixelLayout::Rgb).unwrap().as_ref().rgb(149, 3)
+        );
     }
 
     #[test]
@@ -1067,7 +1076,6 @@ mod tests {
                     let faces = [face(0.0, 0.0, 1.0, 1.0), face(-3.0, -3.0, 10.0, 10.0), face(0.5, 0.5, 0.4, 0.4)];
                     let style = OverlayStyle { privacy, ..OverlayStyle::default() };
                     overlay.draw(&mut frame, &faces, &template, &style);
-                    drop(frame);
                     assert_ne!(buf[..layout.bpp()], orig[..layout.bpp()], "{layout:?} {w}x{h} {privacy:?}");
                     for (i, m) in protected(w, h, stride, layout).into_iter().enumerate() {
                         if m {
