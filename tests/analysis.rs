@@ -123,8 +123,7 @@ fn fer_batch_equals_one_by_one_and_happy_is_mostly_happy() {
         dets.push(Detection { bbox, score: 1.0, landmarks: [[0.0; 2]; 5] });
     }
     let Some(mut a) = analyzer(|c| c.age = false) else { return };
-    let mut p = AnalyzeParams::default();
-    p.analyze_age = false;
+    let p = AnalyzeParams { analyze_age: false, ..Default::default() };
     let frame = canvas.frame();
     let mut batch = Vec::new();
     let mut stats = Default::default();

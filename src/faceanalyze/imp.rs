@@ -519,6 +519,7 @@ impl FaceAnalyze {
         OverlayStyle {
             font_size: (live.font_size > 0).then_some(live.font_size as f32),
             line_width: None,
+            draw_boxes: true,
             draw_landmarks: live.draw_landmarks,
             draw_labels: !template_empty,
             privacy: match (live.blur_faces, live.blur_mode) {
@@ -554,7 +555,7 @@ impl FaceAnalyze {
             // blur-faces alone: hide faces without boxes or labels.
             style.draw_labels = false;
             style.draw_landmarks = false;
-            style.line_width = Some(0);
+            style.draw_boxes = false;
         }
         state.overlay.draw(&mut fm, &state.faces, template, &style);
         Ok(())
