@@ -36,4 +36,4 @@ grep -q "label-format" "$inspect"
 echo "gst-inspect-1.0 faceanalyze: $(grep -c '^  [a-z-]* *:' "$inspect") properties documented"
 
 step "G_DEBUG=fatal_warnings cargo test"
-G_DEBUG=fatal_warnings cargo test --locked -- --test-threads=2
+G_DEBUG=fatal_warnings cargo test --locked --no-fail-fast -- --test-threads=2

@@ -105,4 +105,8 @@ pub struct Face {
     pub emotion: Option<EmotionEstimate>,
     /// Track id, once tracking assigns one.
     pub track_id: Option<u64>,
+    /// Whether age/emotion were computed on this frame (false: carried from an earlier frame of the track).
+    pub fresh: bool,
+    /// How many classifications the age/emotion result fuses (0: none yet).
+    pub observations: u32,
 }

@@ -212,8 +212,9 @@ mod tests {
         assert!(matches!(FrameRef::new(&buf, 0, 5, 10, PixelLayout::Rgb), Err(FrameError::Empty { .. })));
         assert!(matches!(FrameRef::new(&buf, 5, 5, 10, PixelLayout::Rgbx), Err(FrameError::StrideTooSmall { .. })));
         assert!(matches!(FrameRef::new(&buf, 5, 8, 15, PixelLayout::Rgb), Err(FrameError::BufferTooSmall { .. })));
-        // Last row needs only width*bpp bytes: 6 rows of stride 16 + 15 = 95 <= 100.
-        assert!(FrameRef::new(&buf, 5, 7, 16, PixelLayout::Rgb).is_ok());
+        // The last row needs only width*bpp bytes: 5 rows of stride 16 + 15 = 95 <= 100.
+        assert!(FrameRef::new(&buf, 5, 6, 16, PixelLayout::Rgb).is_ok());
+        assert!(FrameRef::new(&buf, 5, 7, 16, PixelLayout::Rgb).is_err());
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub mod overlay;
 pub mod postprocess;
 pub mod preprocess;
 pub mod results;
+pub mod tracker;
+pub mod video;
 
 pub use faceanalyze::{BlurMode, ExecutionProvider, FaceAnalyze};
 

@@ -37,9 +37,17 @@ pub const F_GENDER_MALE: &str = "gender_male";
 pub const EMOTION: &str = "emotion";
 pub const F_LABEL: &str = "label";
 
-/// Parameter structure `track`: `id` (u64), once tracking exists.
+/// Parameter structure `track`: `id` (u64), `fresh` (bool: age/emotion computed on this frame rather than carried
+/// from an earlier one), `observations` (u32: classifications fused into the result).
 pub const TRACK: &str = "track";
 pub const F_ID: &str = "id";
+pub const F_FRESH: &str = "fresh";
+pub const F_OBSERVATIONS: &str = "observations";
+
+/// Element message posted when a track ends (timeout, flush or EOS): `id` (u64), `first_pts`, `last_pts`,
+/// `duration` (u64 ns, when known), `frames` (u64), `age`, `age_low`, `age_high` (f64, when aged), one f64 field
+/// per emotion with its share of the track's frames (when classified), `best_pts` (u64, when known).
+pub const TRACK_MESSAGE: &str = "faceanalyze-track";
 
 /// Element message posted per analysed frame when `post-messages=true`: `frame` (u64), `timestamp` (u64 ns, or
 /// absent), `width`, `height` (u32), `faces` (array of `face` structures: `x`, `y`, `width`, `height` (f64 frame
@@ -89,7 +97,13 @@ pub fn emotion_structure(face: &Face) -> Option<gst::Structure> {
 
 /// The `track` structure, when the face has a track id.
 pub fn track_structure(face: &Face) -> Option<gst::Structure> {
-    face.track_id.map(|id| gst::Structure::builder(TRACK).field(F_ID, id).build())
+    face.track_id.map(|id| {
+        gst::Structure::builder(TRACK)
+            .field(F_ID, id)
+            .field(F_FRESH, face.fresh)
+            .field(F_OBSERVATIONS, face.observations)
+            .build()
+    })
 }
 
 /// Integer ROI rectangle of a face box (rounded outwards, clipped to the frame).
@@ -154,6 +168,28 @@ pub fn frame_message(
         b = b.field("timestamp", ts.nseconds());
     }
     b.field("faces", list).build()
+}
+
+/// The `faceanalyze-track` message structure of an ended track.
+pub fn track_message(t: &crate::tracker::TrackSummary) -> gst::Structure {
+    let mut b = gst::Structure::builder(TRACK_MESSAGE).field(F_ID, t.id).field("frames", t.frames);
+    for (name, v) in [("first_pts", t.first_pts), ("last_pts", t.last_pts), ("best_pts", t.best_pts)] {
+        if let Some(v) = v {
+            b = b.field(name, v);
+        }
+    }
+    if let (Some(a), Some(z)) = (t.first_pts, t.last_pts) {
+        b = b.field("duration", z.saturating_sub(a));
+    }
+    if let Some((v, lo, hi)) = t.age {
+        b = b.field("age", v as f64).field("age_low", lo as f64).field("age_high", hi as f64);
+    }
+    if let Some(e) = t.emotions {
+        for (name, s) in EMOTIONS.iter().zip(e) {
+            b = b.field(*name, s as f64);
+        }
+    }
+    b.build()
 }
 
 /// A face read back from a buffer's ROI metas (what a downstream application sees).

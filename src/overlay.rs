@@ -811,6 +811,8 @@ mod tests {
             gender_male: Some(0.8),
             emotion: Some(EmotionEstimate::from_probabilities(probs)),
             track_id: Some(7),
+            fresh: true,
+            observations: 1,
         }
     }
 

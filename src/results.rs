@@ -57,7 +57,7 @@ pub fn frame_record(out: &mut String, frame: u64, pts: Option<u64>, width: u32, 
 fn face_object(out: &mut String, f: &Face) {
     out.push('{');
     if let Some(id) = f.track_id {
-        let _ = write!(out, "\"id\":{id},");
+        let _ = write!(out, "\"id\":{id},\"fresh\":{},\"observations\":{},", f.fresh, f.observations);
     }
     let b = f.detection.bbox;
     out.push_str("\"box\":[");
@@ -180,6 +180,8 @@ mod tests {
             gender_male: None,
             emotion: Some(EmotionEstimate::from_probabilities(p)),
             track_id: Some(3),
+            fresh: false,
+            observations: 4,
         };
         let nan = Face { detection: Detection { score: f32::NAN, ..Default::default() }, ..Default::default() };
         let mut s = String::new();
@@ -189,7 +191,9 @@ mod tests {
         assert_eq!(v["pts"], 480_000_000u64);
         let f0 = &v["faces"][0];
         assert_eq!(f0["id"], 3);
-        assert_eq!(f0["box"], serde_json::json!([10.0, 20.5, 30.0, 40.0]));
+        assert_eq!((f0["fresh"].as_bool(), f0["observations"].as_u64()), (Some(false), Some(4)));
+        let b: Vec<f64> = f0["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(b, [10.0, 20.5, 30.0, 40.0]);
         assert_eq!(f0["landmarks"].as_array().unwrap().len(), 10);
         assert_eq!(f0["age"]["value"], 34.2);
         assert_eq!(f0["age"]["low"], 29.0);

@@ -20,6 +20,8 @@ use crate::inference::session::SessionOptions;
 use crate::meta;
 use crate::overlay::{DEFAULT_LABEL_FORMAT, LabelTemplate, Overlay, OverlayStyle, Privacy};
 use crate::results::ResultsWriter;
+use crate::tracker::{MAX_WINDOW, TrackSummary, TrackerParams};
+use crate::video::{self, VideoAnalyzer, VideoParams};
 
 static CAT: LazyLock<gst::DebugCategory> = LazyLock::new(|| {
     gst::DebugCategory::new("faceanalyze", gst::DebugColorFlags::empty(), Some("Face detection, age and emotion"))
@@ -54,6 +56,11 @@ struct Live {
     blur_faces: bool,
     blur_mode: BlurMode,
     post_messages: bool,
+    inference_interval: u32,
+    reclassify_interval: u32,
+    max_classify_per_frame: u32,
+    smoothing: u32,
+    track_timeout: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +112,11 @@ impl Default for Settings {
                 blur_faces: false,
                 blur_mode: BlurMode::Blur,
                 post_messages: false,
+                inference_interval: video::DEFAULT_INFERENCE_INTERVAL as u32,
+                reclassify_interval: video::DEFAULT_RECLASSIFY_INTERVAL as u32,
+                max_classify_per_frame: video::DEFAULT_MAX_CLASSIFY_PER_FRAME as u32,
+                smoothing: video::DEFAULT_SMOOTHING as u32,
+                track_timeout: TrackerParams::default().timeout_frames as u32,
             },
         }
     }
@@ -118,7 +130,8 @@ struct Video {
 }
 
 struct State {
-    analyzer: Analyzer,
+    video_analyzer: VideoAnalyzer,
+    ended: Vec<TrackSummary>,
     video: Option<Video>,
     faces: Vec<Face>,
     overlay: Overlay,
@@ -137,6 +150,8 @@ pub struct FaceAnalyze {
     started: AtomicBool,
     /// Read-only `active-provider`.
     active_provider: Mutex<String>,
+    /// Read-only `faces-classified`.
+    faces_classified: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -335,6 +350,49 @@ impl ObjectImpl for FaceAnalyze {
                     .default_value(false)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt::builder("inference-interval")
+                    .nick("Inference interval")
+                    .blurb("Run the face detector every this many frames; in between, tracked faces move on by their estimated motion and still get metadata on every frame.")
+                    .minimum(1)
+                    .maximum(1000)
+                    .default_value(video::DEFAULT_INFERENCE_INTERVAL as u32)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("reclassify-interval")
+                    .nick("Reclassify interval")
+                    .blurb("Classify a tracked face's age and emotion again after this many frames (new faces and faces that got clearly larger at once); in between it keeps its fused result. 1 classifies every face on every frame.")
+                    .minimum(1)
+                    .maximum(10000)
+                    .default_value(video::DEFAULT_RECLASSIFY_INTERVAL as u32)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-classify-per-frame")
+                    .nick("Maximum classifications per frame")
+                    .blurb("Classify at most this many faces per frame, new tracks first, then those waiting longest; 0 means no limit.")
+                    .maximum(MAX_MAX_FACES)
+                    .default_value(video::DEFAULT_MAX_CLASSIFY_PER_FRAME as u32)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("smoothing")
+                    .nick("Smoothing")
+                    .blurb("Fuse each track's last this many classifications (age as a confidence-weighted median, emotion as averaged probabilities with hysteresis); 0 reports every classification unchanged.")
+                    .maximum(MAX_WINDOW as u32)
+                    .default_value(video::DEFAULT_SMOOTHING as u32)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("track-timeout")
+                    .nick("Track timeout")
+                    .blurb("A face not detected for more than this many frames ends its track (a summary is posted); a face that comes back sooner keeps its id. At least twice inference-interval is used.")
+                    .minimum(1)
+                    .maximum(100_000)
+                    .default_value(TrackerParams::default().timeout_frames as u32)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt64::builder("faces-classified")
+                    .nick("Faces classified")
+                    .blurb("How many face classifications (age and emotion) ran since start; shows what reclassify-interval saves.")
+                    .read_only()
+                    .build(),
                 glib::ParamSpecString::builder("results-location")
                     .nick("Results location")
                     .blurb("Write one JSON object per analysed frame to this file (JSON Lines, flushed per frame). Empty: off. A path that cannot be created fails the start. Changeable in NULL/READY only.")
@@ -391,6 +449,11 @@ impl ObjectImpl for FaceAnalyze {
             "blur-faces" => s.live.blur_faces = value.get().expect("type checked upstream"),
             "blur-mode" => s.live.blur_mode = value.get().expect("type checked upstream"),
             "post-messages" => s.live.post_messages = value.get().expect("type checked upstream"),
+            "inference-interval" => s.live.inference_interval = value.get().expect("type checked upstream"),
+            "reclassify-interval" => s.live.reclassify_interval = value.get().expect("type checked upstream"),
+            "max-classify-per-frame" => s.live.max_classify_per_frame = value.get().expect("type checked upstream"),
+            "smoothing" => s.live.smoothing = value.get().expect("type checked upstream"),
+            "track-timeout" => s.live.track_timeout = value.get().expect("type checked upstream"),
             _ => unimplemented!(),
         }
         gst::info!(CAT, imp = self, "Set {name} to {value:?}");
@@ -399,6 +462,9 @@ impl ObjectImpl for FaceAnalyze {
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
         if pspec.name() == "active-provider" {
             return lock(&self.active_provider).to_value();
+        }
+        if pspec.name() == "faces-classified" {
+            return self.faces_classified.load(Ordering::Relaxed).to_value();
         }
         let s = lock(&self.settings);
         match pspec.name() {
@@ -428,6 +494,11 @@ impl ObjectImpl for FaceAnalyze {
             "blur-faces" => s.live.blur_faces.to_value(),
             "blur-mode" => s.live.blur_mode.to_value(),
             "post-messages" => s.live.post_messages.to_value(),
+            "inference-interval" => s.live.inference_interval.to_value(),
+            "reclassify-interval" => s.live.reclassify_interval.to_value(),
+            "max-classify-per-frame" => s.live.max_classify_per_frame.to_value(),
+            "smoothing" => s.live.smoothing.to_value(),
+            "track-timeout" => s.live.track_timeout.to_value(),
             _ => unimplemented!(),
         }
     }
@@ -498,6 +569,17 @@ impl FaceAnalyze {
                 trt_cache_dir: path(&s.trt_cache_dir),
                 trt_fp16: false,
             },
+        }
+    }
+
+    fn video_params(live: &Live) -> VideoParams {
+        VideoParams {
+            analyze: Self::params(live),
+            tracker: TrackerParams { timeout_frames: live.track_timeout as u64, ..Default::default() },
+            inference_interval: live.inference_interval.max(1) as u64,
+            reclassify_interval: live.reclassify_interval.max(1) as u64,
+            max_classify_per_frame: live.max_classify_per_frame as usize,
+            smoothing: live.smoothing as usize,
         }
     }
 
@@ -607,8 +689,10 @@ impl BaseTransformImpl for FaceAnalyze {
             })?)
         };
         *lock(&self.active_provider) = provider.to_string();
+        self.faces_classified.store(0, Ordering::Relaxed);
         *state = Some(State {
-            analyzer,
+            video_analyzer: VideoAnalyzer::new(analyzer),
+            ended: Vec::new(),
             video: None,
             faces: Vec::with_capacity(DEFAULT_MAX_FACES as usize),
             overlay: Overlay::new(),
@@ -626,6 +710,9 @@ impl BaseTransformImpl for FaceAnalyze {
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
         let mut state = lock(&self.state);
         if let Some(s) = state.as_mut() {
+            // Tracks still open when stopping without EOS end here.
+            s.video_analyzer.finish(&mut s.ended);
+            self.emit_ended(s);
             self.finish_results(s);
         }
         *state = None;
@@ -650,10 +737,21 @@ impl BaseTransformImpl for FaceAnalyze {
     }
 
     fn sink_event(&self, event: gst::Event) -> bool {
-        if let gst::EventView::Eos(_) = event.view()
-            && let Some(s) = lock(&self.state).as_mut()
-        {
-            self.finish_results(s);
+        match event.view() {
+            gst::EventView::Eos(_) => {
+                if let Some(s) = lock(&self.state).as_mut() {
+                    s.video_analyzer.finish(&mut s.ended);
+                    self.emit_ended(s);
+                    self.finish_results(s);
+                }
+            }
+            gst::EventView::FlushStop(_) => {
+                if let Some(s) = lock(&self.state).as_mut() {
+                    s.video_analyzer.flush(&mut s.ended);
+                    self.emit_ended(s);
+                }
+            }
+            _ => {}
         }
         self.parent_sink_event(event)
     }
@@ -672,7 +770,8 @@ impl BaseTransformImpl for FaceAnalyze {
             return Err(gst::FlowError::NotNegotiated);
         };
         let (w, h) = (video.info.width(), video.info.height());
-        let params = Self::params(&live);
+        let params = Self::video_params(&live);
+        let pts = buf.pts();
 
         // Analyse on a read-only mapping.
         let result = {
@@ -690,16 +789,27 @@ impl BaseTransformImpl for FaceAnalyze {
                 gst::element_imp_error!(self, gst::StreamError::Format, ["Frame does not match the caps: {e}"]);
                 gst::FlowError::Error
             })?;
-            state.analyzer.analyze(&fr, &params, &mut state.faces)
+            let frame_no = state.frame_no;
+            state.video_analyzer.process(
+                &fr,
+                frame_no,
+                pts.map(|p| p.nseconds()),
+                &params,
+                &mut state.faces,
+                &mut state.ended,
+            )
         };
         match result {
-            Ok(stats) => {
+            Ok(vstats) => {
+                let stats = vstats.frame;
+                self.faces_classified.fetch_add(vstats.classified as u64, Ordering::Relaxed);
                 gst::trace!(
                     CAT,
                     imp = self,
-                    "frame {}: {} faces, detect {:?}, age {:?}, emotion {:?}",
+                    "frame {}: {} faces ({} classified), detect {:?}, age {:?}, emotion {:?}",
                     state.frame_no,
                     state.faces.len(),
+                    vstats.classified,
                     stats.t_detect,
                     stats.t_age,
                     stats.t_emotion
@@ -748,7 +858,6 @@ impl BaseTransformImpl for FaceAnalyze {
             self.draw(buf, &video, state, &live, &template)?;
         }
         meta::add_roi_metas(buf, &state.faces, w, h);
-        let pts = buf.pts();
         if live.post_messages {
             let s = meta::frame_message(state.frame_no, pts, w, h, &state.faces);
             let _ = self.obj().post_message(gst::message::Element::builder(s).src(&*self.obj()).build());
@@ -766,12 +875,26 @@ impl BaseTransformImpl for FaceAnalyze {
             );
             state.results = None;
         }
+        self.emit_ended(state);
         state.frame_no += 1;
         Ok(gst::FlowSuccess::Ok)
     }
 }
 
 impl FaceAnalyze {
+    /// Posts a `faceanalyze-track` message and writes a summary record for every track that ended.
+    fn emit_ended(&self, state: &mut State) {
+        for t in state.ended.drain(..) {
+            let msg = gst::message::Element::builder(meta::track_message(&t)).src(&*self.obj()).build();
+            let _ = self.obj().post_message(msg);
+            if let Some(w) = state.results.as_mut()
+                && let Err(e) = w.write_raw(&t.to_json())
+            {
+                gst::warning!(CAT, imp = self, "Cannot write a track summary: {e}");
+            }
+        }
+    }
+
     fn finish_results(&self, state: &mut State) {
         if let Some(w) = state.results.as_mut()
             && let Err(e) = w.finish()

@@ -222,3 +222,231 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Reliability helpers (tests/reliability.rs, tests/fuzz.rs)
+// ---------------------------------------------------------------------------------------------------------------
+
+/// What a [`poison_onnx`] model outputs for every input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poison {
+    /// `Log(-Exp(mean(x)))`: NaN for every input.
+    Nan,
+    /// `Log(mean(x) - mean(x))`: -infinity for every finite input.
+    NegInf,
+    /// `Exp(Exp(mean(x) - mean(x)))`: e (2.718..), finite but outside a probability's 0..1.
+    AboveOne,
+}
+
+/// A hand-written ONNX model (protobuf, opset 13) with the signature `in_name` (float32, `in_shape`, `-1` = the
+/// shared dynamic batch dimension `N`) to one float32 output `[N, width]` per `(name, width)` in `outputs`, whose
+/// values are poisoned at run time as `poison` says. The graph: `Flatten(axis=1)`, `ReduceMean(axes=[1])` (one
+/// value per batch row), the poison ops, then `Concat` of `width` copies along axis 1. Shapes stay dynamic, so
+/// ONNX Runtime cannot fold anything at load time.
+pub fn poison_onnx(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64)], poison: Poison) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    fn field_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(((tag << 3) | 2) as u64, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+    fn field_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
+        varint((tag << 3) as u64, out);
+        varint(v, out);
+    }
+    // TypeProto.tensor_type { elem_type = 1 (FLOAT), shape { dim { dim_value = 1 | dim_param = 2 } } }
+    fn value_info(name: &str, shape: &[i64]) -> Vec<u8> {
+        let mut shape_msg = Vec::new();
+        for &d in shape {
+            let mut dim = Vec::new();
+            if d >= 0 {
+                field_varint(1, d as u64, &mut dim);
+            } else {
+                field_bytes(2, b"N", &mut dim);
+            }
+            field_bytes(1, &dim, &mut shape_msg);
+        }
+        let mut tensor = Vec::new();
+        field_varint(1, 1, &mut tensor);
+        field_bytes(2, &shape_msg, &mut tensor);
+        let mut ty = Vec::new();
+        field_bytes(1, &tensor, &mut ty);
+        let mut vi = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut vi);
+        field_bytes(2, &ty, &mut vi);
+        vi
+    }
+    // AttributeProto { name = 1, i = 3, ints = 8, type = 20 (INT = 2, INTS = 7) }
+    enum Attr<'a> {
+        Int(&'a str, i64),
+        Ints(&'a str, &'a [i64]),
+    }
+    fn attribute(a: &Attr) -> Vec<u8> {
+        let mut m = Vec::new();
+        match a {
+            Attr::Int(name, v) => {
+                field_bytes(1, name.as_bytes(), &mut m);
+                field_varint(3, *v as u64, &mut m);
+                field_varint(20, 2, &mut m);
+            }
+            Attr::Ints(name, vs) => {
+                field_bytes(1, name.as_bytes(), &mut m);
+                for v in *vs {
+                    field_varint(8, *v as u64, &mut m);
+                }
+                field_varint(20, 7, &mut m);
+            }
+        }
+        m
+    }
+    // NodeProto { input = 1, output = 2, name = 3, op_type = 4, attribute = 5 }
+    let mut nodes: Vec<Vec<u8>> = Vec::new();
+    let mut node = |op: &str, inputs: &[&str], output: &str, attrs: &[Attr]| {
+        let mut n = Vec::new();
+        for i in inputs {
+            field_bytes(1, i.as_bytes(), &mut n);
+        }
+        field_bytes(2, output.as_bytes(), &mut n);
+        field_bytes(3, format!("n{}", nodes.len()).as_bytes(), &mut n);
+        field_bytes(4, op.as_bytes(), &mut n);
+        for a in attrs {
+            field_bytes(5, &attribute(a), &mut n);
+        }
+        nodes.push(n);
+    };
+    node("Flatten", &[in_name], "flat", &[Attr::Int("axis", 1)]);
+    node("ReduceMean", &["flat"], "mean", &[Attr::Ints("axes", &[1]), Attr::Int("keepdims", 1)]);
+    match poison {
+        Poison::Nan => {
+            node("Exp", &["mean"], "pos", &[]);
+            node("Neg", &["pos"], "neg", &[]);
+            node("Log", &["neg"], "bad", &[]);
+        }
+        Poison::NegInf => {
+            node("Sub", &["mean", "mean"], "zero", &[]);
+            node("Log", &["zero"], "bad", &[]);
+        }
+        Poison::AboveOne => {
+            node("Sub", &["mean", "mean"], "zero", &[]);
+            node("Exp", &["zero"], "one", &[]);
+            node("Exp", &["one"], "bad", &[]);
+        }
+    }
+    for (name, width) in outputs {
+        let copies: Vec<&str> = (0..*width).map(|_| "bad").collect();
+        node("Concat", &copies, name, &[Attr::Int("axis", 1)]);
+    }
+    // GraphProto { node = 1, name = 2, input = 11, output = 12 }
+    let mut graph = Vec::new();
+    for n in &nodes {
+        field_bytes(1, n, &mut graph);
+    }
+    field_bytes(2, b"poison", &mut graph);
+    field_bytes(11, &value_info(in_name, in_shape), &mut graph);
+    for (name, width) in outputs {
+        field_bytes(12, &value_info(name, &[-1, *width]), &mut graph);
+    }
+    // ModelProto { ir_version = 1, producer_name = 2, graph = 7, opset_import = 8 { version = 2 } }
+    let mut model = Vec::new();
+    field_varint(1, 8, &mut model);
+    field_bytes(2, b"faceanalyze-tests", &mut model);
+    field_bytes(7, &graph, &mut model);
+    let mut opset = Vec::new();
+    field_varint(2, 13, &mut opset);
+    field_bytes(8, &opset, &mut model);
+    model
+}
+
+/// Resident memory of this process in KiB (`VmRSS` of /proc/self/status), 0 where it cannot be read.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// Threads of this process (entries of /proc/self/task).
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+}
+
+/// Runs the test `name` of the current test binary alone in a child process with `FA_ISOLATED=name` set (so that
+/// it can measure the process: memory, threads) and returns its output; panics with the output when it fails.
+/// Inside the child, [`isolated`] returns true for that test.
+pub fn run_isolated(name: &str, extra_args: &[&str]) -> String {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .args(extra_args)
+        .env("FA_ISOLATED", name)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "isolated {name} failed: {text}");
+    assert!(text.contains("1 passed"), "isolated {name} did not run: {text}");
+    text
+}
+
+/// Whether this process is the child [`run_isolated`] started for test `name`.
+pub fn isolated(name: &str) -> bool {
+    std::env::var("FA_ISOLATED").is_ok_and(|v| v == name)
+}
+
+/// Decodes up to `max` frames of a video into RGB images (with their timestamps).
+pub fn decode_frames(path: &std::path::Path, max: usize) -> Vec<(Rgb, Option<u64>)> {
+    use gst::prelude::*;
+    use gst_video::prelude::*;
+    init_gst();
+    let p = gst::parse::launch(&format!(
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+        path.display()
+    ))
+    .unwrap()
+    .downcast::<gst::Pipeline>()
+    .unwrap();
+    let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
+    p.set_state(gst::State::Playing).unwrap();
+    let mut out = Vec::new();
+    while out.len() < max {
+        let Ok(sample) = sink.pull_sample() else { break };
+        let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
+        let buf = sample.buffer().unwrap();
+        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).unwrap();
+        let (w, h) = (info.width() as usize, info.height() as usize);
+        let stride = frame.plane_stride()[0] as usize;
+        let src = frame.plane_data(0).unwrap();
+        let mut data = Vec::with_capacity(w * h * 3);
+        for y in 0..h {
+            data.extend_from_slice(&src[y * stride..y * stride + w * 3]);
+        }
+        out.push((Rgb { data, width: w, height: h }, buf.pts().map(|t| t.nseconds())));
+    }
+    p.set_state(gst::State::Null).unwrap();
+    out
+}
+
+/// Peak resident memory of this process in KiB (`VmHWM` of /proc/self/status), 0 where it cannot be read.
+pub fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
