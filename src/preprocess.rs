@@ -115,6 +115,9 @@ impl Letterboxer {
     }
 }
 
+/// Widest output handled by the axis-aligned fast path of [`warp_affine`] (tap table on the stack).
+const FAST_MAX_W: usize = 256;
+
 /// Samples `frame` bilinearly (border replicate) at the points `m · (x, y)` for every pixel of an
 /// `out_w` x `out_h` grid and hands `(x, y, [r, g, b])` to `put`, values in 0..255.
 #[inline]
@@ -125,6 +128,9 @@ pub fn warp_affine(
     out_h: usize,
     mut put: impl FnMut(usize, usize, [f32; 3]),
 ) {
+    if m[1] == 0.0 && m[3] == 0.0 && out_w <= FAST_MAX_W && m.iter().all(|v| v.is_finite()) {
+        return resize_crop(frame, m, out_w, out_h, put);
+    }
     let bpp = frame.layout.bpp();
     let [ro, go, bo] = frame.layout.rgb_offsets();
     let maxx = frame.width as f32 - 1.0;
@@ -150,6 +156,34 @@ pub fn warp_affine(
             let s = |o: usize| {
                 let top = data[p00 + o] as f32 + (data[p01 + o] as f32 - data[p00 + o] as f32) * wx;
                 let bot = data[p10 + o] as f32 + (data[p11 + o] as f32 - data[p10 + o] as f32) * wx;
+                top + (bot - top) * wy
+            };
+            put(x, y, [s(ro), s(go), s(bo)]);
+        }
+    }
+}
+
+/// [`warp_affine`] for a scale-and-translate map (a crop resize): horizontal taps computed once per call, two source
+/// rows per output row.
+fn resize_crop(frame: &FrameRef, m: &Affine, out_w: usize, out_h: usize, mut put: impl FnMut(usize, usize, [f32; 3])) {
+    let bpp = frame.layout.bpp();
+    let [ro, go, bo] = frame.layout.rgb_offsets();
+    let (maxx, maxy) = (frame.width as f32 - 1.0, frame.height as f32 - 1.0);
+    let mut xs = [Tap::default(); FAST_MAX_W];
+    for (x, t) in xs.iter_mut().enumerate().take(out_w) {
+        let sx = (m[0] * x as f32 + m[2]).clamp(0.0, maxx);
+        let x0 = sx as usize;
+        *t = Tap { i0: x0 * bpp, i1: (x0 + 1).min(frame.width - 1) * bpp, w: sx - x0 as f32 };
+    }
+    for y in 0..out_h {
+        let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
+        let y0 = sy as usize;
+        let (r0, r1) = (frame.row(y0), frame.row((y0 + 1).min(frame.height - 1)));
+        let wy = sy - y0 as f32;
+        for (x, t) in xs[..out_w].iter().enumerate() {
+            let s = |o: usize| {
+                let top = r0[t.i0 + o] as f32 + (r0[t.i1 + o] as f32 - r0[t.i0 + o] as f32) * t.w;
+                let bot = r1[t.i0 + o] as f32 + (r1[t.i1 + o] as f32 - r1[t.i0 + o] as f32) * t.w;
                 top + (bot - top) * wy
             };
             put(x, y, [s(ro), s(go), s(bo)]);
@@ -200,6 +234,26 @@ mod tests {
         assert_eq!(lb.input[2 * plane + 32 + 1], 11.0); // R of (1, 1)
         assert_eq!(lb.input[4], 0.0); // padding column
         assert_eq!(lb.input[2 * 32], 0.0); // padding row
+    }
+
+    #[test]
+    fn crop_fast_path_matches_general_sampling() {
+        let (w, h) = (37, 23);
+        let buf: Vec<u8> = (0..w * h * 4).map(|i| (i * 37 % 251) as u8).collect();
+        let f = FrameRef::new(&buf, w, h, w * 4, PixelLayout::Bgra).unwrap();
+        let m = crate::align::crop_transform(-3.0, 4.5, 30.0, 21.0, 0.1, 16, 12);
+        let mut fast = vec![];
+        warp_affine(&f, &m, 16, 12, |_, _, p| fast.push(p));
+        // The general path, forced by a negligible shear.
+        let mut general = vec![];
+        let sheared = [m[0], 1e-30, m[2], 1e-30, m[4], m[5]];
+        warp_affine(&f, &sheared, 16, 12, |_, _, p| general.push(p));
+        assert_eq!(fast.len(), general.len());
+        for (a, b) in fast.iter().zip(&general) {
+            for c in 0..3 {
+                assert!((a[c] - b[c]).abs() < 1e-3, "{a:?} {b:?}");
+            }
+        }
     }
 
     #[test]

@@ -85,39 +85,7 @@ impl AgeModel {
 
     /// Fills the batch input for `dets` (one chip or crop per face).
     pub fn prepare(&mut self, frame: &FrameRef, dets: &[Detection], p: &AgeParams) {
-        let per = match self.kind {
-            AgeKind::Dlib => 3 * DLIB_SIZE * DLIB_SIZE,
-            AgeKind::Hse => 3 * HSE_SIZE * HSE_SIZE,
-        };
-        self.input.resize(per * dets.len(), 0.0);
-        for (d, chunk) in dets.iter().zip(self.input.chunks_exact_mut(per)) {
-            match self.kind {
-                AgeKind::Dlib => {
-                    let b = d.bbox;
-                    let m = dlib_chip_transform(d, DLIB_SIZE, p.dlib_padding, p.align).unwrap_or_else(|| {
-                        // Degenerate landmarks: fall back to the box with the same padding.
-                        crop_transform(b.x, b.y, b.w, b.h, p.dlib_padding, DLIB_SIZE, DLIB_SIZE)
-                    });
-                    let plane = DLIB_SIZE * DLIB_SIZE;
-                    warp_affine(frame, &m, DLIB_SIZE, DLIB_SIZE, |x, y, rgb| {
-                        let i = y * DLIB_SIZE + x;
-                        for c in 0..3 {
-                            chunk[c * plane + i] = (rgb[c] - DLIB_MEAN_RGB[c]) / 256.0;
-                        }
-                    });
-                }
-                AgeKind::Hse => {
-                    let b = d.bbox;
-                    let m = crop_transform(b.x, b.y, b.w, b.h, p.hse_margin, HSE_SIZE, HSE_SIZE);
-                    warp_affine(frame, &m, HSE_SIZE, HSE_SIZE, |x, y, rgb| {
-                        let i = 3 * (y * HSE_SIZE + x);
-                        chunk[i] = rgb[2] - HSE_MEAN_BGR[0];
-                        chunk[i + 1] = rgb[1] - HSE_MEAN_BGR[1];
-                        chunk[i + 2] = rgb[0] - HSE_MEAN_BGR[2];
-                    });
-                }
-            }
-        }
+        prepare_batch(self.kind, frame, dets, p, &mut self.input);
     }
 
     /// Estimates the age of every face in `dets` in one batch; `out` gets one entry per face.
@@ -164,5 +132,43 @@ impl AgeModel {
             }
             Ok(invalid)
         })
+    }
+}
+
+/// Writes the batch input of `kind` for `dets` into `input` (resized to fit): aligned chips for dlib, crops for
+/// HSE, straight from the frame.
+pub fn prepare_batch(kind: AgeKind, frame: &FrameRef, dets: &[Detection], p: &AgeParams, input: &mut Vec<f32>) {
+    let per = match kind {
+        AgeKind::Dlib => 3 * DLIB_SIZE * DLIB_SIZE,
+        AgeKind::Hse => 3 * HSE_SIZE * HSE_SIZE,
+    };
+    input.resize(per * dets.len(), 0.0);
+    for (d, chunk) in dets.iter().zip(input.chunks_exact_mut(per)) {
+        match kind {
+            AgeKind::Dlib => {
+                let b = d.bbox;
+                let m = dlib_chip_transform(d, DLIB_SIZE, p.dlib_padding, p.align).unwrap_or_else(|| {
+                    // Degenerate landmarks: fall back to the box with the same padding.
+                    crop_transform(b.x, b.y, b.w, b.h, p.dlib_padding, DLIB_SIZE, DLIB_SIZE)
+                });
+                let plane = DLIB_SIZE * DLIB_SIZE;
+                warp_affine(frame, &m, DLIB_SIZE, DLIB_SIZE, |x, y, rgb| {
+                    let i = y * DLIB_SIZE + x;
+                    for c in 0..3 {
+                        chunk[c * plane + i] = (rgb[c] - DLIB_MEAN_RGB[c]) / 256.0;
+                    }
+                });
+            }
+            AgeKind::Hse => {
+                let b = d.bbox;
+                let m = crop_transform(b.x, b.y, b.w, b.h, p.hse_margin, HSE_SIZE, HSE_SIZE);
+                warp_affine(frame, &m, HSE_SIZE, HSE_SIZE, |x, y, rgb| {
+                    let i = 3 * (y * HSE_SIZE + x);
+                    chunk[i] = rgb[2] - HSE_MEAN_BGR[0];
+                    chunk[i + 1] = rgb[1] - HSE_MEAN_BGR[1];
+                    chunk[i + 2] = rgb[0] - HSE_MEAN_BGR[2];
+                });
+            }
+        }
     }
 }

@@ -49,26 +49,7 @@ impl EmotionModel {
 
     /// Writes the 64x64 gray crops of `dets` (and, with `flip`, their mirror images after them) into the input.
     pub fn prepare(&mut self, frame: &FrameRef, dets: &[Detection], p: &EmotionParams) {
-        let n = dets.len();
-        let copies = if p.flip { 2 } else { 1 };
-        self.input.resize(copies * n * PER, 0.0);
-        let (orig, mirrored) = self.input.split_at_mut(n * PER);
-        for (d, chunk) in dets.iter().zip(orig.chunks_exact_mut(PER)) {
-            let b = d.bbox;
-            let m = crop_transform(b.x, b.y, b.w, b.h, p.margin, SIZE, SIZE);
-            warp_affine(frame, &m, SIZE, SIZE, |x, y, rgb| {
-                chunk[y * SIZE + x] = (gray(rgb) / 255.0 - 0.5) * 2.0;
-            });
-        }
-        if p.flip {
-            for (src, dst) in orig.chunks_exact(PER).zip(mirrored.chunks_exact_mut(PER)) {
-                for (srow, drow) in src.chunks_exact(SIZE).zip(dst.chunks_exact_mut(SIZE)) {
-                    for (d, s) in drow.iter_mut().zip(srow.iter().rev()) {
-                        *d = *s;
-                    }
-                }
-            }
-        }
+        prepare_batch(frame, dets, p, &mut self.input);
     }
 
     /// Classifies every face in `dets` in one batch per network; `out` gets one entry per face (None when a
@@ -124,5 +105,29 @@ impl EmotionModel {
             }
         }
         Ok(invalid)
+    }
+}
+
+/// Writes the 64x64 gray crops of `dets` (and, with `flip`, their mirror images after them) into the input.
+pub fn prepare_batch(frame: &FrameRef, dets: &[Detection], p: &EmotionParams, input: &mut Vec<f32>) {
+    let n = dets.len();
+    let copies = if p.flip { 2 } else { 1 };
+    input.resize(copies * n * PER, 0.0);
+    let (orig, mirrored) = input.split_at_mut(n * PER);
+    for (d, chunk) in dets.iter().zip(orig.chunks_exact_mut(PER)) {
+        let b = d.bbox;
+        let m = crop_transform(b.x, b.y, b.w, b.h, p.margin, SIZE, SIZE);
+        warp_affine(frame, &m, SIZE, SIZE, |x, y, rgb| {
+            chunk[y * SIZE + x] = (gray(rgb) / 255.0 - 0.5) * 2.0;
+        });
+    }
+    if p.flip {
+        for (src, dst) in orig.chunks_exact(PER).zip(mirrored.chunks_exact_mut(PER)) {
+            for (srow, drow) in src.chunks_exact(SIZE).zip(dst.chunks_exact_mut(SIZE)) {
+                for (d, s) in drow.iter_mut().zip(srow.iter().rev()) {
+                    *d = *s;
+                }
+            }
+        }
     }
 }
