@@ -61,7 +61,8 @@ fn pure_stages(c: &mut Criterion) {
 
     // Decode + NMS on fixed tensors for a 640x384 input: low scores everywhere, 40 clusters of high scores.
     let (iw, ih) = (640usize, 384usize);
-    let outs: Vec<(usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>)> = [8usize, 16, 32]
+    type StrideTensors = (usize, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    let outs: Vec<StrideTensors> = [8usize, 16, 32]
         .iter()
         .map(|&s| {
             let n = (iw / s) * (ih / s);

@@ -61,6 +61,9 @@ pub fn decode_stride(
         for (j, p) in landmarks.iter_mut().enumerate() {
             *p = [(c + k[2 * j]) * sf, (r + k[2 * j + 1]) * sf];
         }
+        if !landmarks.iter().flatten().all(|v| v.is_finite()) {
+            continue;
+        }
         out.push(Detection { bbox: BBox { x: cx - w / 2.0, y: cy - h / 2.0, w, h }, score, landmarks });
     }
     Ok(())
@@ -154,8 +157,10 @@ pub fn age_stats(probs: &[f32], ages: &[f32]) -> Option<AgeEstimate> {
     Some(AgeEstimate {
         value: mean as f32,
         stddev: var.sqrt() as f32,
-        low: percentile(0.1).max(0.0) as f32,
-        high: percentile(0.9) as f32,
+        // A skewed distribution can have its mean outside the 10th-90th percentile range; widen the range so it
+        // always contains the reported age.
+        low: percentile(0.1).max(0.0).min(mean) as f32,
+        high: percentile(0.9).max(mean) as f32,
         confidence: near as f32,
     })
 }

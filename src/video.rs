@@ -50,13 +50,15 @@ impl VideoParams {
 }
 
 /// What one frame did.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct VideoStats {
     pub frame: FrameStats,
     /// The detector ran on this frame.
     pub detected: bool,
     /// Faces classified on this frame.
     pub classified: usize,
+    /// Why classification failed on this frame (the faces are still reported, without new results).
+    pub classify_error: Option<String>,
 }
 
 /// Analyzer plus tracker, for one stream.
@@ -116,7 +118,7 @@ impl VideoAnalyzer {
         let mut stats = VideoStats::default();
         let detect_now = self.last_detect.is_none_or(|l| frame_no < l || frame_no - l >= interval);
         if !detect_now {
-            self.predict(frame, frame_no, pts, window, &tp, faces, ended);
+            self.predict(frame, frame_no, pts, window, &p.analyze, &tp, faces, ended);
             return Ok(stats);
         }
         stats.detected = true;
@@ -155,9 +157,18 @@ impl VideoAnalyzer {
         if !self.selected.is_empty() {
             self.sel_dets.clear();
             self.sel_dets.extend(self.selected.iter().map(|&(_, di, _)| self.dets[di]));
-            self.analyzer.classify(frame, &self.sel_dets, &p.analyze, &mut self.classified, &mut stats.frame)?;
-            stats.classified = self.selected.len();
-            self.total_classified += self.selected.len() as u64;
+            // A failing classifier must not blind the detector: report the faces without new results (the tracks
+            // stay due and are retried on the next detection frame).
+            match self.analyzer.classify(frame, &self.sel_dets, &p.analyze, &mut self.classified, &mut stats.frame) {
+                Ok(()) => {
+                    stats.classified = self.selected.len();
+                    self.total_classified += self.selected.len() as u64;
+                }
+                Err(e) => {
+                    stats.classify_error = Some(e.to_string());
+                    self.classified.clear();
+                }
+            }
             let tracks = self.tracker.tracks_mut();
             for (&(_, di, ti), c) in self.selected.iter().zip(&self.classified) {
                 let t = &mut tracks[ti];
@@ -208,6 +219,7 @@ impl VideoAnalyzer {
         frame_no: u64,
         pts: Option<u64>,
         window: usize,
+        ap: &AnalyzeParams,
         tp: &TrackerParams,
         faces: &mut Vec<Face>,
         ended: &mut Vec<TrackSummary>,
@@ -231,9 +243,9 @@ impl VideoAnalyzer {
             }
             let face = Face {
                 detection,
-                age: t.fuser.age(window),
-                gender_male: t.gender_male,
-                emotion: t.fuser.emotion(window),
+                age: if ap.analyze_age { t.fuser.age(window) } else { None },
+                gender_male: if ap.analyze_gender { t.gender_male } else { None },
+                emotion: if ap.analyze_emotion { t.fuser.emotion(window) } else { None },
                 track_id: Some(t.id),
                 fresh: false,
                 observations: t.fuser.fused_count(window).min(t.fuser.total),

@@ -80,14 +80,14 @@ fn gradient_buffer(format: VideoFormat, width: u32, height: u32, pad: usize, pts
 }
 
 fn harness(props: &[(&str, &str)]) -> gst_check::Harness {
-    let h = gst_check::Harness::new("faceanalyze");
-    let e = h.element().unwrap();
+    // Properties first: READY-only ones are ignored once the harness has started the element.
+    let e = gst::ElementFactory::make("faceanalyze").build().unwrap();
     e.set_property_from_str("execution-provider", "cpu");
     e.set_property("threads", 1u32);
     for (k, v) in props {
         e.set_property_from_str(k, v);
     }
-    h
+    gst_check::Harness::with_element(&e, Some("sink"), Some("src"))
 }
 
 #[test]

@@ -732,6 +732,13 @@ impl BaseTransformImpl for FaceAnalyze {
             return Err(gst::loggable_error!(CAT, "Caps before start"));
         };
         gst::debug!(CAT, imp = self, "Configured for caps {incaps} to {outcaps}");
+        let resized =
+            state.video.as_ref().is_some_and(|v| (v.info.width(), v.info.height()) != (info.width(), info.height()));
+        if resized {
+            // Boxes of the old geometry mean nothing in the new one: end those tracks.
+            state.video_analyzer.flush(&mut state.ended);
+            self.emit_ended(state);
+        }
         state.video = Some(Video { info, layout });
         Ok(())
     }
@@ -802,6 +809,9 @@ impl BaseTransformImpl for FaceAnalyze {
         match result {
             Ok(vstats) => {
                 let stats = vstats.frame;
+                if let Some(e) = &vstats.classify_error {
+                    self.warn_inference_once(state, e);
+                }
                 self.faces_classified.fetch_add(vstats.classified as u64, Ordering::Relaxed);
                 gst::trace!(
                     CAT,
@@ -841,16 +851,7 @@ impl BaseTransformImpl for FaceAnalyze {
             }
             Err(e) => {
                 state.faces.clear();
-                if !state.warned_inference {
-                    state.warned_inference = true;
-                    gst::element_imp_warning!(
-                        self,
-                        gst::LibraryError::Failed,
-                        ["Inference failed, frame passed on without results: {e}. Warned once."]
-                    );
-                } else {
-                    gst::debug!(CAT, imp = self, "Inference failed: {e}");
-                }
+                self.warn_inference_once(state, &e.to_string());
             }
         }
 
@@ -882,6 +883,19 @@ impl BaseTransformImpl for FaceAnalyze {
 }
 
 impl FaceAnalyze {
+    fn warn_inference_once(&self, state: &mut State, e: &str) {
+        if !state.warned_inference {
+            state.warned_inference = true;
+            gst::element_imp_warning!(
+                self,
+                gst::LibraryError::Failed,
+                ["Inference failed, frames pass on without (new) results: {e}. Warned once."]
+            );
+        } else {
+            gst::debug!(CAT, imp = self, "Inference failed: {e}");
+        }
+    }
+
     /// Posts a `faceanalyze-track` message and writes a summary record for every track that ended.
     fn emit_ended(&self, state: &mut State) {
         for t in state.ended.drain(..) {

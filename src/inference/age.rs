@@ -98,6 +98,21 @@ impl AgeModel {
         out: &mut Vec<AgeOutput>,
     ) -> Result<usize> {
         out.clear();
+        let mut invalid = 0;
+        // Bounded batches keep ONNX Runtime's memory bounded on crowded frames.
+        for chunk in dets.chunks(super::MAX_BATCH) {
+            invalid += self.estimate_chunk(frame, chunk, p, out)?;
+        }
+        Ok(invalid)
+    }
+
+    fn estimate_chunk(
+        &mut self,
+        frame: &FrameRef,
+        dets: &[Detection],
+        p: &AgeParams,
+        out: &mut Vec<AgeOutput>,
+    ) -> Result<usize> {
         if dets.is_empty() {
             return Ok(0);
         }

@@ -62,6 +62,21 @@ impl EmotionModel {
         out: &mut Vec<Option<EmotionEstimate>>,
     ) -> Result<usize> {
         out.clear();
+        let mut invalid = 0;
+        // Bounded batches keep ONNX Runtime's memory bounded on crowded frames.
+        for chunk in dets.chunks(super::MAX_BATCH) {
+            invalid += self.estimate_chunk(frame, chunk, p, out)?;
+        }
+        Ok(invalid)
+    }
+
+    fn estimate_chunk(
+        &mut self,
+        frame: &FrameRef,
+        dets: &[Detection],
+        p: &EmotionParams,
+        out: &mut Vec<Option<EmotionEstimate>>,
+    ) -> Result<usize> {
         let n = dets.len();
         if n == 0 {
             return Ok(0);

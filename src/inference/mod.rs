@@ -42,3 +42,7 @@ pub enum InferenceError {
 }
 
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;
+
+/// The most faces classified in one inference call; larger sets run in several calls, so that a crowded frame
+/// cannot make ONNX Runtime allocate (and keep) gigabytes for one huge batch.
+pub const MAX_BATCH: usize = 16;

@@ -244,6 +244,13 @@ pub enum Poison {
 /// value per batch row), the poison ops, then `Concat` of `width` copies along axis 1. Shapes stay dynamic, so
 /// ONNX Runtime cannot fold anything at load time.
 pub fn poison_onnx(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64)], poison: Poison) -> Vec<u8> {
+    let declared: Vec<(&str, i64, i64)> = outputs.iter().map(|&(n, w)| (n, w, w)).collect();
+    poison_onnx_declared(in_name, in_shape, &declared, poison)
+}
+
+/// [`poison_onnx`] whose outputs are declared `[N, declared]` in the graph (what a signature check sees) but hold
+/// `[N, actual]` values at run time: a model that passes the start checks and then fails on every frame.
+pub fn poison_onnx_declared(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64, i64)], poison: Poison) -> Vec<u8> {
     fn varint(mut v: u64, out: &mut Vec<u8>) {
         loop {
             let b = (v & 0x7f) as u8;
@@ -342,7 +349,7 @@ pub fn poison_onnx(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64)], poi
             node("Exp", &["one"], "bad", &[]);
         }
     }
-    for (name, width) in outputs {
+    for (name, _, width) in outputs {
         let copies: Vec<&str> = (0..*width).map(|_| "bad").collect();
         node("Concat", &copies, name, &[Attr::Int("axis", 1)]);
     }
@@ -353,8 +360,8 @@ pub fn poison_onnx(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64)], poi
     }
     field_bytes(2, b"poison", &mut graph);
     field_bytes(11, &value_info(in_name, in_shape), &mut graph);
-    for (name, width) in outputs {
-        field_bytes(12, &value_info(name, &[-1, *width]), &mut graph);
+    for (name, declared, _) in outputs {
+        field_bytes(12, &value_info(name, &[-1, *declared]), &mut graph);
     }
     // ModelProto { ir_version = 1, producer_name = 2, graph = 7, opset_import = 8 { version = 2 } }
     let mut model = Vec::new();
@@ -384,8 +391,9 @@ pub fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
 }
 
-/// Runs the test `name` of the current test binary alone in a child process with `FA_ISOLATED=name` set (so that
-/// it can measure the process: memory, threads) and returns its output; panics with the output when it fails.
+/// Runs the test `name` of the current test binary alone in a child process with `FA_ISOLATED=name` and
+/// `MALLOC_ARENA_MAX=1` set (so that it can measure the process: memory, threads) and returns its output; panics
+/// with the output when it fails.
 /// Inside the child, [`isolated`] returns true for that test.
 pub fn run_isolated(name: &str, extra_args: &[&str]) -> String {
     let exe = std::env::current_exe().unwrap();
@@ -393,6 +401,9 @@ pub fn run_isolated(name: &str, extra_args: &[&str]) -> String {
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .args(extra_args)
         .env("FA_ISOLATED", name)
+        // One malloc arena: glibc gives new threads (each pipeline start has new streaming threads) their own
+        // arenas, whose retained free memory would read as growth. Fragmentation is not a leak.
+        .env("MALLOC_ARENA_MAX", "1")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
@@ -449,4 +460,20 @@ pub fn peak_rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
         })
         .unwrap_or(0)
+}
+
+/// [`rss_kib`] after handing the allocator's free memory back to the system (glibc `malloc_trim(0)`), so that the
+/// figure follows live memory rather than what the allocator keeps cached; plain [`rss_kib`] elsewhere.
+pub fn trimmed_rss_kib() -> u64 {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: malloc_trim only releases free memory of the process' own allocator.
+        unsafe {
+            malloc_trim(0);
+        }
+    }
+    rss_kib()
 }
