@@ -6,6 +6,7 @@
 
 pub mod align;
 pub mod analyzer;
+pub mod engine;
 pub mod face;
 mod faceanalyze;
 pub mod frame;

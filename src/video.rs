@@ -4,6 +4,7 @@
 //! time, and a summary per track when it ends.
 
 use crate::analyzer::{AnalyzeParams, Analyzer, FrameStats};
+use crate::engine::SharedAnalyzer;
 use crate::face::{Detection, Face};
 use crate::frame::FrameRef;
 use crate::inference::Result;
@@ -64,7 +65,7 @@ pub struct VideoStats {
 /// Analyzer plus tracker, for one stream.
 #[derive(Debug)]
 pub struct VideoAnalyzer {
-    analyzer: Analyzer,
+    analyzer: SharedAnalyzer,
     tracker: Tracker,
     dets: Vec<Detection>,
     det_tracks: Vec<usize>,
@@ -77,7 +78,13 @@ pub struct VideoAnalyzer {
 }
 
 impl VideoAnalyzer {
+    /// A video analyzer with models of its own.
     pub fn new(analyzer: Analyzer) -> Self {
+        Self::shared(SharedAnalyzer::private(analyzer))
+    }
+
+    /// A video analyzer on models that other streams may share (see [`crate::engine`]).
+    pub fn shared(analyzer: SharedAnalyzer) -> Self {
         Self {
             analyzer,
             tracker: Tracker::new(),
@@ -91,7 +98,7 @@ impl VideoAnalyzer {
         }
     }
 
-    pub fn analyzer(&self) -> &Analyzer {
+    pub fn analyzer(&self) -> &SharedAnalyzer {
         &self.analyzer
     }
 
@@ -124,7 +131,7 @@ impl VideoAnalyzer {
         stats.detected = true;
         self.last_detect = Some(frame_no);
         let t = std::time::Instant::now();
-        stats.frame.detect = self.analyzer.detect(frame, &p.analyze.detector, &mut self.dets)?;
+        stats.frame.detect = self.analyzer.lock().detect(frame, &p.analyze.detector, &mut self.dets)?;
         stats.frame.t_detect = t.elapsed();
         self.det_tracks.clear();
         let idx = self.tracker.update(&self.dets, frame_no, pts, &tp, ended);
@@ -159,7 +166,14 @@ impl VideoAnalyzer {
             self.sel_dets.extend(self.selected.iter().map(|&(_, di, _)| self.dets[di]));
             // A failing classifier must not blind the detector: report the faces without new results (the tracks
             // stay due and are retried on the next detection frame).
-            match self.analyzer.classify(frame, &self.sel_dets, &p.analyze, &mut self.classified, &mut stats.frame) {
+            let classified = self.analyzer.lock().classify(
+                frame,
+                &self.sel_dets,
+                &p.analyze,
+                &mut self.classified,
+                &mut stats.frame,
+            );
+            match classified {
                 Ok(()) => {
                     stats.classified = self.selected.len();
                     self.total_classified += self.selected.len() as u64;

@@ -12,7 +12,8 @@ use gst_base::subclass::prelude::*;
 use gst_video::prelude::*;
 
 use super::{BlurMode, ExecutionProvider};
-use crate::analyzer::{self, AnalyzeParams, Analyzer, AnalyzerConfig};
+use crate::analyzer::{self, AnalyzeParams, AnalyzerConfig};
+use crate::engine;
 use crate::face::Face;
 use crate::frame::{FrameMut, FrameRef, PixelLayout};
 use crate::inference::InferenceError;
@@ -74,6 +75,7 @@ struct Settings {
     strict_provider: bool,
     threads: u32,
     trt_cache_dir: String,
+    model_instance_id: String,
     results_location: String,
     label_format: String,
     template: Arc<LabelTemplate>,
@@ -93,6 +95,7 @@ impl Default for Settings {
             strict_provider: false,
             threads: DEFAULT_THREADS,
             trt_cache_dir: String::new(),
+            model_instance_id: String::new(),
             results_location: String::new(),
             label_format: DEFAULT_LABEL_FORMAT.into(),
             template: Arc::new(LabelTemplate::default()),
@@ -176,6 +179,7 @@ const READY_ONLY: &[&str] = &[
     "strict-provider",
     "threads",
     "trt-cache-dir",
+    "model-instance-id",
     "results-location",
 ];
 
@@ -244,6 +248,11 @@ impl ObjectImpl for FaceAnalyze {
                 glib::ParamSpecString::builder("trt-cache-dir")
                     .nick("TensorRT engine cache directory")
                     .blurb("Folder where TensorRT engines are cached so that the second start is fast. Empty: no cache. Changeable in NULL/READY only.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecString::builder("model-instance-id")
+                    .nick("Model instance id")
+                    .blurb("Elements of one process with the same id and the same models, provider and threads share one set of inference sessions (memory and thread pools loaded once). Empty shares with every element configured alike; 'private' never shares. Changeable in NULL/READY only.")
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("detection-size")
@@ -421,6 +430,7 @@ impl ObjectImpl for FaceAnalyze {
             "strict-provider" => s.strict_provider = value.get().expect("type checked upstream"),
             "threads" => s.threads = value.get().expect("type checked upstream"),
             "trt-cache-dir" => s.trt_cache_dir = string(),
+            "model-instance-id" => s.model_instance_id = string(),
             "results-location" => s.results_location = string(),
             "detection-size" => s.live.detection_size = value.get().expect("type checked upstream"),
             "threshold" => s.live.threshold = value.get().expect("type checked upstream"),
@@ -477,6 +487,7 @@ impl ObjectImpl for FaceAnalyze {
             "strict-provider" => s.strict_provider.to_value(),
             "threads" => s.threads.to_value(),
             "trt-cache-dir" => s.trt_cache_dir.to_value(),
+            "model-instance-id" => s.model_instance_id.to_value(),
             "results-location" => s.results_location.to_value(),
             "detection-size" => s.live.detection_size.to_value(),
             "threshold" => s.live.threshold.to_value(),
@@ -653,20 +664,24 @@ impl BaseTransformImpl for FaceAnalyze {
         let mut state = lock(&self.state);
         let settings = lock(&self.settings).clone();
         let cfg = Self::config(&settings);
-        let analyzer = Analyzer::load(&cfg).map_err(|e| {
+        let shared = engine::acquire(&cfg, &settings.model_instance_id).map_err(|e| {
             gst::error!(CAT, imp = self, "Failed to start: {e}");
             start_error(&e)
         })?;
+        let analyzer = shared.lock();
         let provider = analyzer.provider().name();
         gst::info!(
             CAT,
             imp = self,
-            "Started with ONNX Runtime {}, provider {provider}, age {:?}, emotion {}",
+            "Started with ONNX Runtime {}, provider {provider}, age {:?}, emotion {}, sessions shared by {} element(s)",
             analyzer.runtime_path().display(),
             analyzer.age_kind().map(|k| k.name()),
-            settings.emotion_model
+            settings.emotion_model,
+            shared.users()
         );
-        if let Some(reason) = analyzer.provider_fallback() {
+        let fallback = analyzer.provider_fallback().map(str::to_owned);
+        drop(analyzer);
+        if let Some(reason) = fallback {
             if settings.provider != ExecutionProvider::Auto {
                 gst::element_imp_warning!(
                     self,
@@ -691,7 +706,7 @@ impl BaseTransformImpl for FaceAnalyze {
         *lock(&self.active_provider) = provider.to_string();
         self.faces_classified.store(0, Ordering::Relaxed);
         *state = Some(State {
-            video_analyzer: VideoAnalyzer::new(analyzer),
+            video_analyzer: VideoAnalyzer::shared(shared),
             ended: Vec::new(),
             video: None,
             faces: Vec::with_capacity(DEFAULT_MAX_FACES as usize),
