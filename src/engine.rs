@@ -39,7 +39,10 @@ impl SharedAnalyzer {
 /// `model-instance-id` that never shares.
 pub const PRIVATE: &str = "private";
 
-static ENGINES: Mutex<Vec<(String, String, Weak<Mutex<Analyzer>>)>> = Mutex::new(Vec::new());
+/// A live engine: instance id, configuration key, and the analyzer while any element holds it.
+type Entry = (String, String, Weak<Mutex<Analyzer>>);
+
+static ENGINES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 /// The shared analyzer for `cfg` under `instance` (empty: any element with the same configuration; `private`: a
 /// new one for this caller alone), loading it when no live one matches.
