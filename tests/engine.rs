@@ -45,7 +45,8 @@ fn four_streams_on_one_engine_each_see_their_own_faces() {
     if !models_available() {
         return;
     }
-    let pipelines: Vec<(gst::Pipeline, usize, std::sync::Arc<std::sync::Mutex<Vec<usize>>>)> = (0..4)
+    type Counts = std::sync::Arc<std::sync::Mutex<Vec<usize>>>;
+    let pipelines: Vec<(gst::Pipeline, usize, Counts)> = (0..4)
         .map(|i| {
             let (path, want) = if i % 2 == 0 { (&one, 1) } else { (&two, 2) };
             let p = gst::parse::launch(&format!(
