@@ -7,6 +7,7 @@
 pub mod align;
 pub mod analyzer;
 pub mod engine;
+pub mod eval;
 pub mod face;
 mod faceanalyze;
 pub mod frame;
