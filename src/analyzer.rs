@@ -37,7 +37,8 @@ pub struct AnalyzerConfig {
 
 pub const DEFAULT_DETECTOR_MODEL: &str = "yunet";
 pub const DEFAULT_AGE_MODEL: &str = "hse";
-pub const DEFAULT_EMOTION_MODEL: &str = "mini";
+/// mini + big Xception averaged: +2.6 points on FER2013 over mini alone (docs/ACCURACY.md).
+pub const DEFAULT_EMOTION_MODEL: &str = "ensemble";
 
 impl Default for AnalyzerConfig {
     fn default() -> Self {

@@ -22,7 +22,8 @@ pub struct LetterboxInfo {
 /// The detector input geometry for a `width` x `height` frame when its long side becomes `size` (0 = native).
 pub fn letterbox_geometry(width: usize, height: usize, size: usize) -> LetterboxInfo {
     let long = width.max(height).max(1);
-    let scale = if size == 0 { 1.0 } else { size as f64 / long as f64 };
+    // Never upscale: on FDDB's ~450 px photos the native size beat a 640 px upscale (docs/ACCURACY.md).
+    let scale = if size == 0 || long <= size { 1.0 } else { size as f64 / long as f64 };
     let scaled_w = ((width as f64 * scale).round() as usize).max(1);
     let scaled_h = ((height as f64 * scale).round() as usize).max(1);
     LetterboxInfo {
@@ -208,8 +209,11 @@ mod tests {
         assert_eq!((g.scaled_w, g.scaled_h, g.input_w, g.input_h), (640, 360, 640, 384));
         let g = letterbox_geometry(641, 361, 0);
         assert_eq!((g.scaled_w, g.scaled_h, g.input_w, g.input_h), (641, 361, 672, 384));
+        // Smaller frames are not upscaled.
         let g = letterbox_geometry(1, 1, 640);
-        assert_eq!((g.input_w, g.input_h), (640, 640));
+        assert_eq!((g.scale_x, g.input_w, g.input_h), (1.0, 32, 32));
+        let g = letterbox_geometry(450, 300, 640);
+        assert_eq!((g.scaled_w, g.scaled_h, g.input_w, g.input_h), (450, 300, 480, 320));
     }
 
     #[test]

@@ -571,8 +571,13 @@ fn letterbox_of_any_frame_and_size_is_consistent_finite_and_zero_padded() {
         let LetterboxInfo { scaled_w, scaled_h, input_w, input_h, .. } = info;
         prop_assert!(scaled_w >= 1 && scaled_h >= 1 && scaled_w <= input_w && scaled_h <= input_h);
         prop_assert!(input_w % 32 == 0 && input_h % 32 == 0);
-        if size > 0 {
+        let long = px.w.max(px.h);
+        if size > 0 && long > size {
+            // Larger frames are scaled down to `size` on the long side.
             prop_assert!(scaled_w.max(scaled_h).abs_diff(size) <= 1, "{:?} for size {}", info, size);
+        } else {
+            // Smaller frames (and size 0) are never upscaled.
+            prop_assert_eq!((scaled_w, scaled_h), (px.w, px.h));
         }
         prop_assert_eq!(lb.input.len(), 3 * input_w * input_h);
         let plane = input_w * input_h;

@@ -218,7 +218,7 @@ impl ObjectImpl for FaceAnalyze {
                     .build(),
                 glib::ParamSpecString::builder("emotion-model")
                     .nick("Emotion model")
-                    .blurb("The emotion network: 'mini', 'big', 'ensemble' (mini and big averaged with mirrored crops), or a path to an ONNX file with the FER2013 Xception signature. Changeable in NULL/READY only.")
+                    .blurb("The emotion network: 'mini', 'big', 'ensemble' (mini and big averaged, the default: 2.6 points more accurate on FER2013 than mini for about 3 times mini's small cost), or a path to an ONNX file with the FER2013 Xception signature. Changeable in NULL/READY only.")
                     .default_value(Some(analyzer::DEFAULT_EMOTION_MODEL))
                     .mutable_ready()
                     .build(),
@@ -313,7 +313,7 @@ impl ObjectImpl for FaceAnalyze {
                     .build(),
                 glib::ParamSpecBoolean::builder("emotion-flip")
                     .nick("Emotion flip averaging")
-                    .blurb("Also classify the mirrored face crop and average the two (twice the emotion cost). The ensemble model always does this.")
+                    .blurb("Also classify the mirrored face crop and average the two (twice the emotion cost; +1 point on FER2013 with mini, +0.2 with the ensemble).")
                     .default_value(AnalyzeParams::default().emotion.flip)
                     .mutable_playing()
                     .build(),
