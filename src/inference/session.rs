@@ -152,6 +152,10 @@ impl ModelSession {
             // Denormal activations make these networks up to 9x slower (dlib age: 10.4 -> 1.15 ms per face); this
             // flushes them on ONNX Runtime's pool threads, `FlushDenormals` on the calling thread.
             .with_flush_to_zero()
+            .map_err(err_text)?
+            // Idle pool threads sleep instead of spinning: the streaming thread does real work between runs
+            // (pre-processing, tracking, drawing) and other elements need the cores.
+            .with_intra_op_spinning(false)
             .map_err(err_text)?;
         if opts.threads > 0 {
             b = b.with_intra_threads(opts.threads).map_err(err_text)?;
