@@ -1,33 +1,72 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Sharing one set of ONNX Runtime sessions between elements of a process (the `model-instance-id` property):
-//! elements whose configuration and instance id are equal get the same [`SharedAnalyzer`], so sixteen cameras
-//! load the models once and share their memory and thread pools. Each frame locks the shared analyzer only while it
-//! runs a model; a single stream never waits.
+//! Sharing inference sessions between elements of a process (the `model-instance-id` property): elements whose
+//! configuration and instance id are equal get the same [`SharedAnalyzer`], so sixteen cameras do not load sixteen
+//! copies of the models. A shared analyzer is a small pool: it grows only while every copy is busy, up to as many
+//! copies as the CPU has room for (cores / intra-op threads), so streams still run in parallel on a CPU while
+//! memory stays bounded by the core count instead of the stream count. A single stream always uses one copy and
+//! never waits.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::analyzer::{Analyzer, AnalyzerConfig};
 use crate::inference::Result;
 
+#[derive(Debug)]
+struct Pool {
+    cfg: AnalyzerConfig,
+    slots: Mutex<Vec<Arc<Mutex<Analyzer>>>>,
+    max: usize,
+}
+
 /// An analyzer that several streams may use in turn.
 #[derive(Debug, Clone)]
-pub struct SharedAnalyzer(Arc<Mutex<Analyzer>>);
+pub struct SharedAnalyzer(Arc<Pool>);
 
 impl SharedAnalyzer {
-    /// An analyzer of one's own.
+    /// An analyzer of one's own (a pool of one).
     pub fn private(a: Analyzer) -> Self {
-        Self(Arc::new(Mutex::new(a)))
+        Self(Arc::new(Pool {
+            cfg: AnalyzerConfig::default(),
+            slots: Mutex::new(vec![Arc::new(Mutex::new(a))]),
+            max: 1,
+        }))
     }
 
-    /// Exclusive use for one model call or a few.
-    pub fn lock(&self) -> MutexGuard<'_, Analyzer> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn pooled(cfg: &AnalyzerConfig, first: Analyzer) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let max = (cores / cfg.session.threads.max(1)).max(1);
+        Self(Arc::new(Pool { cfg: cfg.clone(), slots: Mutex::new(vec![Arc::new(Mutex::new(first))]), max }))
+    }
+
+    /// Runs `f` with exclusive use of one pooled analyzer: a free one, else a new one while the pool may grow
+    /// (loaded once, on this first contention), else the first one when it becomes free.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Analyzer) -> R) -> R {
+        let slots: Vec<Arc<Mutex<Analyzer>>> = self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for s in &slots {
+            match s.try_lock() {
+                Ok(mut g) => return f(&mut g),
+                Err(std::sync::TryLockError::Poisoned(e)) => return f(&mut e.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) => {}
+            }
+        }
+        if slots.len() < self.0.max
+            && let Ok(a) = Analyzer::load(&self.0.cfg)
+        {
+            let slot = Arc::new(Mutex::new(a));
+            self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
+            return f(&mut slot.lock().unwrap_or_else(|e| e.into_inner()));
+        }
+        f(&mut slots[0].lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// How many elements hold this analyzer.
     pub fn users(&self) -> usize {
         Arc::strong_count(&self.0)
+    }
+
+    /// How many copies of the sessions the pool holds now.
+    pub fn copies(&self) -> usize {
+        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether two handles share the same sessions.
@@ -39,8 +78,8 @@ impl SharedAnalyzer {
 /// `model-instance-id` that never shares.
 pub const PRIVATE: &str = "private";
 
-/// A live engine: instance id, configuration key, and the analyzer while any element holds it.
-type Entry = (String, String, Weak<Mutex<Analyzer>>);
+/// A live engine: instance id, configuration key, and the pool while any element holds it.
+type Entry = (String, String, Weak<Pool>);
 
 static ENGINES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
@@ -48,25 +87,25 @@ static ENGINES: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 /// new one for this caller alone), loading it when no live one matches.
 pub fn acquire(cfg: &AnalyzerConfig, instance: &str) -> Result<SharedAnalyzer> {
     if instance == PRIVATE {
-        return Analyzer::load(cfg).map(SharedAnalyzer::private);
+        return Analyzer::load(cfg).map(|a| SharedAnalyzer::pooled(cfg, a));
     }
     // The configuration's debug text is its identity: same files, models, provider and threads.
     let key = format!("{cfg:?}");
     let mut engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
     engines.retain(|(_, _, w)| w.strong_count() > 0);
-    if let Some(a) = engines.iter().find(|(i, k, _)| i == instance && *k == key).and_then(|(_, _, w)| w.upgrade()) {
-        return Ok(SharedAnalyzer(a));
+    if let Some(p) = engines.iter().find(|(i, k, _)| i == instance && *k == key).and_then(|(_, _, w)| w.upgrade()) {
+        return Ok(SharedAnalyzer(p));
     }
     // Loading under the registry lock keeps two elements starting together from loading the models twice.
-    let shared = SharedAnalyzer::private(Analyzer::load(cfg)?);
+    let shared = SharedAnalyzer::pooled(cfg, Analyzer::load(cfg)?);
     engines.push((instance.to_string(), key, Arc::downgrade(&shared.0)));
     Ok(shared)
 }
 
 /// Live shared analyzers per instance id (for diagnostics and tests).
-pub fn live_instances() -> HashMap<String, usize> {
+pub fn live_instances() -> std::collections::HashMap<String, usize> {
     let engines = ENGINES.lock().unwrap_or_else(|e| e.into_inner());
-    let mut m = HashMap::new();
+    let mut m = std::collections::HashMap::new();
     for (i, _, w) in engines.iter() {
         if w.strong_count() > 0 {
             *m.entry(i.clone()).or_insert(0) += 1;

@@ -131,7 +131,8 @@ impl VideoAnalyzer {
         stats.detected = true;
         self.last_detect = Some(frame_no);
         let t = std::time::Instant::now();
-        stats.frame.detect = self.analyzer.lock().detect(frame, &p.analyze.detector, &mut self.dets)?;
+        let dets = &mut self.dets;
+        stats.frame.detect = self.analyzer.with(|a| a.detect(frame, &p.analyze.detector, dets))?;
         stats.frame.t_detect = t.elapsed();
         self.det_tracks.clear();
         let idx = self.tracker.update(&self.dets, frame_no, pts, &tp, ended);
@@ -166,13 +167,8 @@ impl VideoAnalyzer {
             self.sel_dets.extend(self.selected.iter().map(|&(_, di, _)| self.dets[di]));
             // A failing classifier must not blind the detector: report the faces without new results (the tracks
             // stay due and are retried on the next detection frame).
-            let classified = self.analyzer.lock().classify(
-                frame,
-                &self.sel_dets,
-                &p.analyze,
-                &mut self.classified,
-                &mut stats.frame,
-            );
+            let (sel, out, fs) = (&self.sel_dets, &mut self.classified, &mut stats.frame);
+            let classified = self.analyzer.with(|a| a.classify(frame, sel, &p.analyze, out, fs));
             match classified {
                 Ok(()) => {
                     stats.classified = self.selected.len();

@@ -668,19 +668,22 @@ impl BaseTransformImpl for FaceAnalyze {
             gst::error!(CAT, imp = self, "Failed to start: {e}");
             start_error(&e)
         })?;
-        let analyzer = shared.lock();
-        let provider = analyzer.provider().name();
+        let (provider, runtime, age_kind, fallback) = shared.with(|a| {
+            (
+                a.provider().name(),
+                a.runtime_path().display().to_string(),
+                a.age_kind().map(|k| k.name()),
+                a.provider_fallback().map(str::to_owned),
+            )
+        });
         gst::info!(
             CAT,
             imp = self,
-            "Started with ONNX Runtime {}, provider {provider}, age {:?}, emotion {}, sessions shared by {} element(s)",
-            analyzer.runtime_path().display(),
-            analyzer.age_kind().map(|k| k.name()),
+            "Started with ONNX Runtime {runtime}, provider {provider}, age {age_kind:?}, emotion {}, sessions shared by \
+             {} element(s)",
             settings.emotion_model,
             shared.users()
         );
-        let fallback = analyzer.provider_fallback().map(str::to_owned);
-        drop(analyzer);
         if let Some(reason) = fallback {
             if settings.provider != ExecutionProvider::Auto {
                 gst::element_imp_warning!(
