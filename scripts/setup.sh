@@ -21,7 +21,7 @@ ORT_VERSION=1.31.1
 APT_PACKAGES=(
     libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-tools
     gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-    gstreamer1.0-plugins-ugly gstreamer1.0-libav pkg-config python3 python3-pip
+    gstreamer1.0-plugins-ugly gstreamer1.0-libav pkg-config python3 python3-pip build-essential
 )
 
 usage() {
@@ -77,6 +77,12 @@ command -v python3 >/dev/null 2>&1 || die "python3 is required (for the ONNX Run
 
 if command -v cargo >/dev/null 2>&1; then
     note "rust: $(cargo --version)"
+    for tool in fmt clippy; do
+        if ! cargo "$tool" --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+            rustup component add "$( [ "$tool" = fmt ] && echo rustfmt || echo clippy )" >/dev/null 2>&1 \
+                || echo "warning: cargo $tool is missing (rustup component add rustfmt clippy)" >&2
+        fi
+    done
 else
     msg="no Rust toolchain (cargo) found: install one with rustup (https://rustup.rs), Rust >= 1.92"
     if ((build)); then die "$msg"; fi

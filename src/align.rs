@@ -129,6 +129,11 @@ mod tests {
     }
 
     #[test]
+    fn dlib_age_aligns_on_the_eyes_by_default() {
+        assert_eq!(crate::inference::age::AgeParams::default().align, AlignPoints::Eyes);
+    }
+
+    #[test]
     fn degenerate_points_give_none() {
         assert!(similarity(&[[1.0, 1.0], [1.0, 1.0]], &[[0.0, 0.0], [1.0, 1.0]]).is_none());
         assert!(similarity(&[[f32::NAN, 1.0], [1.0, 1.0]], &[[0.0, 0.0], [1.0, 1.0]]).is_none());

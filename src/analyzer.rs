@@ -237,7 +237,7 @@ impl Analyzer {
         if let (true, Some(age)) = (p.analyze_age, self.age.as_mut()) {
             let t = Instant::now();
             stats.invalid_outputs += age.estimate(frame, dets, &p.age, &mut self.age_out)?;
-            stats.age_runs += 1;
+            stats.age_runs += dets.len().div_ceil(crate::inference::MAX_BATCH);
             for (f, a) in faces.iter_mut().zip(&self.age_out) {
                 f.age = a.age;
                 f.gender_male = if p.analyze_gender { a.gender_male } else { None };
@@ -247,7 +247,7 @@ impl Analyzer {
         if let (true, Some(em)) = (p.analyze_emotion, self.emotion.as_mut()) {
             let t = Instant::now();
             stats.invalid_outputs += em.estimate(frame, dets, &p.emotion, &mut self.emotion_out)?;
-            stats.emotion_runs += em.sessions().len();
+            stats.emotion_runs += em.sessions().len() * dets.len().div_ceil(crate::inference::MAX_BATCH);
             for (f, e) in faces.iter_mut().zip(&self.emotion_out) {
                 f.emotion = *e;
             }

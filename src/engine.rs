@@ -16,6 +16,8 @@ struct Pool {
     cfg: AnalyzerConfig,
     slots: Mutex<Vec<Arc<Mutex<Analyzer>>>>,
     max: usize,
+    /// Set when loading another copy failed; the pool then stops trying to grow.
+    grow_failed: std::sync::atomic::AtomicBool,
 }
 
 /// An analyzer that several streams may use in turn.
@@ -29,44 +31,60 @@ impl SharedAnalyzer {
             cfg: AnalyzerConfig::default(),
             slots: Mutex::new(vec![Arc::new(Mutex::new(a))]),
             max: 1,
+            grow_failed: Default::default(),
         }))
     }
 
     fn pooled(cfg: &AnalyzerConfig, first: Analyzer) -> Self {
+        // threads=0 lets ONNX Runtime use every core per copy: one copy is all the CPU has room for.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let max = (cores / cfg.session.threads.max(1)).max(1);
-        Self(Arc::new(Pool { cfg: cfg.clone(), slots: Mutex::new(vec![Arc::new(Mutex::new(first))]), max }))
+        let max = cores.checked_div(cfg.session.threads).map_or(1, |m| m.max(1));
+        Self(Arc::new(Pool {
+            cfg: cfg.clone(),
+            slots: Mutex::new(vec![Arc::new(Mutex::new(first))]),
+            max,
+            grow_failed: Default::default(),
+        }))
     }
 
     /// Runs `f` with exclusive use of one pooled analyzer: a free one, else a new one while the pool may grow
     /// (loaded once, on this first contention), else the first one when it becomes free.
     pub fn with<R>(&self, f: impl FnOnce(&mut Analyzer) -> R) -> R {
-        let slots: Vec<Arc<Mutex<Analyzer>>> = self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for s in &slots {
-            match s.try_lock() {
+        use std::sync::atomic::Ordering;
+        let slots = || self.0.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let n = slots().len();
+        for i in 0..n {
+            let slot = Arc::clone(&slots()[i]);
+            match slot.try_lock() {
                 Ok(mut g) => return f(&mut g),
                 Err(std::sync::TryLockError::Poisoned(e)) => return f(&mut e.into_inner()),
                 Err(std::sync::TryLockError::WouldBlock) => {}
             }
         }
-        if slots.len() < self.0.max
-            && let Ok(a) = Analyzer::load(&self.0.cfg)
-        {
-            let slot = Arc::new(Mutex::new(a));
-            self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).push(slot.clone());
-            return f(&mut slot.lock().unwrap_or_else(|e| e.into_inner()));
+        if n < self.0.max && !self.0.grow_failed.load(Ordering::Relaxed) {
+            match Analyzer::load(&self.0.cfg) {
+                Ok(a) => {
+                    let slot = Arc::new(Mutex::new(a));
+                    let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
+                    {
+                        let mut s = slots();
+                        if s.len() < self.0.max {
+                            s.push(Arc::clone(&slot));
+                        }
+                    }
+                    return f(&mut guard);
+                }
+                Err(_) => self.0.grow_failed.store(true, Ordering::Relaxed),
+            }
         }
-        f(&mut slots[0].lock().unwrap_or_else(|e| e.into_inner()))
+        let first = Arc::clone(&slots()[0]);
+        let mut guard = first.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut guard)
     }
 
     /// How many elements hold this analyzer.
     pub fn users(&self) -> usize {
         Arc::strong_count(&self.0)
-    }
-
-    /// How many copies of the sessions the pool holds now.
-    pub fn copies(&self) -> usize {
-        self.0.slots.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     /// Whether two handles share the same sessions.

@@ -340,8 +340,16 @@ impl Tracker {
                 let nb = d.bbox;
                 let v =
                     [(nb.x - t.bbox.x) / dt, (nb.y - t.bbox.y) / dt, (nb.w - t.bbox.w) / dt, (nb.h - t.bbox.h) / dt];
+                // The first match sets the velocity; later ones smooth it.
+                let first = t.first_frame == t.last_seen_frame;
                 for (tv, nv) in t.velocity.iter_mut().zip(v) {
-                    *tv = if nv.is_finite() { 0.5 * *tv + 0.5 * nv } else { 0.0 };
+                    *tv = if !nv.is_finite() {
+                        0.0
+                    } else if first {
+                        nv
+                    } else {
+                        0.5 * *tv + 0.5 * nv
+                    };
                 }
                 t.bbox = nb;
                 t.detection = *d;
@@ -369,12 +377,6 @@ impl Tracker {
     pub fn finish(&mut self, ended: &mut Vec<TrackSummary>) {
         ended.extend(self.tracks.iter().map(TrackSummary::of));
         self.tracks.clear();
-    }
-
-    /// Forgets everything, including the id counter (a new stream).
-    pub fn reset(&mut self) {
-        self.tracks.clear();
-        self.next_id = 0;
     }
 }
 

@@ -66,6 +66,8 @@ pub struct VideoStats {
 #[derive(Debug)]
 pub struct VideoAnalyzer {
     analyzer: SharedAnalyzer,
+    has_age: bool,
+    has_emotion: bool,
     tracker: Tracker,
     dets: Vec<Detection>,
     det_tracks: Vec<usize>,
@@ -85,8 +87,11 @@ impl VideoAnalyzer {
 
     /// A video analyzer on models that other streams may share (see [`crate::engine`]).
     pub fn shared(analyzer: SharedAnalyzer) -> Self {
+        let (has_age, has_emotion) = analyzer.with(|a| (a.age_kind().is_some(), a.has_emotion()));
         Self {
             analyzer,
+            has_age,
+            has_emotion,
             tracker: Tracker::new(),
             dets: Vec::new(),
             det_tracks: Vec::new(),
@@ -129,10 +134,10 @@ impl VideoAnalyzer {
             return Ok(stats);
         }
         stats.detected = true;
-        self.last_detect = Some(frame_no);
         let t = std::time::Instant::now();
         let dets = &mut self.dets;
         stats.frame.detect = self.analyzer.with(|a| a.detect(frame, &p.analyze.detector, dets))?;
+        self.last_detect = Some(frame_no);
         stats.frame.t_detect = t.elapsed();
         self.det_tracks.clear();
         let idx = self.tracker.update(&self.dets, frame_no, pts, &tp, ended);
@@ -141,7 +146,8 @@ impl VideoAnalyzer {
         // Which tracks to classify now.
         self.selected.clear();
         let tracks = self.tracker.tracks();
-        let want = p.analyze.analyze_age || p.analyze.analyze_emotion;
+        // Only models loaded at start can run (turning analyze-* on later has no model to run).
+        let want = (p.analyze.analyze_age && self.has_age) || (p.analyze.analyze_emotion && self.has_emotion);
         for (di, &ti) in self.det_tracks.iter().enumerate() {
             let t = &tracks[ti];
             let due = match t.last_classified_frame {
@@ -213,7 +219,7 @@ impl VideoAnalyzer {
                 emotion: if p.analyze.analyze_emotion { t.fuser.emotion(window) } else { None },
                 track_id: Some(t.id),
                 fresh,
-                observations: t.fuser.fused_count(window).min(t.fuser.total),
+                observations: t.fuser.fused_count(window),
             };
             report(t, &face, pts);
             faces.push(face);
@@ -258,7 +264,7 @@ impl VideoAnalyzer {
                 emotion: if ap.analyze_emotion { t.fuser.emotion(window) } else { None },
                 track_id: Some(t.id),
                 fresh: false,
-                observations: t.fuser.fused_count(window).min(t.fuser.total),
+                observations: t.fuser.fused_count(window),
             };
             report(t, &face, pts);
             faces.push(face);

@@ -180,7 +180,8 @@ fn a_library_that_is_not_onnxruntime_is_a_clear_start_error() {
     // A real shared object without ONNX Runtime's entry point. Only meaningful before ONNX Runtime is loaded in
     // this process, so it runs in a child process of this test binary.
     if std::env::var("FA_CHILD_WRONG_LIB").is_ok() {
-        let lib = ["/lib/x86_64-linux-gnu/libz.so.1", "/usr/lib/x86_64-linux-gnu/libz.so.1"]
+        let arch = std::env::consts::ARCH;
+        let lib = [format!("/lib/{arch}-linux-gnu/libz.so.1"), format!("/usr/lib/{arch}-linux-gnu/libz.so.1")]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("libz present");

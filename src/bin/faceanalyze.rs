@@ -146,10 +146,20 @@ fn run(args: &Args) -> Result<(), String> {
     let fa = by_name("fa")?;
     fa.set_property("results-location", json.to_str().ok_or("json path is not UTF-8")?);
     for (k, v) in &args.props {
-        if fa.find_property(k).is_none() {
+        let Some(pspec) = fa.find_property(k) else {
             return Err(format!("faceanalyze has no property '{k}' (see gst-inspect-1.0 faceanalyze)"));
+        };
+        if !pspec.flags().contains(gst::glib::ParamFlags::WRITABLE) {
+            return Err(format!("property '{k}' is read-only"));
         }
-        fa.set_property_from_str(k, v);
+        // GLib panics on a value it cannot parse or that is out of range; turn that into a clear error.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let set = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fa.set_property_from_str(k, v)));
+        std::panic::set_hook(hook);
+        if set.is_err() {
+            return Err(format!("'{v}' is not a valid value for property '{k}' (see gst-inspect-1.0 faceanalyze)"));
+        }
     }
 
     // Count frames and faces as they leave the element.

@@ -46,7 +46,7 @@ pub struct AgeParams {
 
 impl Default for AgeParams {
     fn default() -> Self {
-        Self { hse_margin: 0.1, dlib_padding: 0.2, align: AlignPoints::EyesNose }
+        Self { hse_margin: 0.1, dlib_padding: 0.2, align: AlignPoints::default() }
     }
 }
 
@@ -88,7 +88,8 @@ impl AgeModel {
         prepare_batch(self.kind, frame, dets, p, &mut self.input);
     }
 
-    /// Estimates the age of every face in `dets` in one batch; `out` gets one entry per face.
+    /// Estimates the age of every face in `dets`, in batches of at most [`super::MAX_BATCH`] faces; `out` gets one
+    /// entry per face.
     /// Returns how many faces got an invalid (non-finite or out-of-range) output.
     pub fn estimate(
         &mut self,

@@ -52,8 +52,8 @@ impl EmotionModel {
         prepare_batch(frame, dets, p, &mut self.input);
     }
 
-    /// Classifies every face in `dets` in one batch per network; `out` gets one entry per face (None when a
-    /// network's output was invalid). Returns how many faces got an invalid output.
+    /// Classifies every face in `dets`, in batches of at most [`super::MAX_BATCH`] faces per network; `out` gets one
+    /// entry per face (None when a network's output was invalid). Returns how many faces got an invalid output.
     pub fn estimate(
         &mut self,
         frame: &FrameRef,

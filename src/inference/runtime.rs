@@ -94,11 +94,6 @@ pub fn load(explicit: Option<&Path>) -> Result<RuntimeInfo> {
     Ok(info)
 }
 
-/// The library loaded so far, if any.
-pub fn loaded_path() -> Option<PathBuf> {
-    LOADED.lock().unwrap_or_else(|e| e.into_inner()).as_ref().map(|i| i.path.clone())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

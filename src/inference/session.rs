@@ -108,7 +108,8 @@ impl ModelSession {
                 ));
                 continue;
             }
-            if provider == ExecutionProvider::Cpu && opts.strict_provider && opts.provider != ExecutionProvider::Cpu {
+            let gpu_asked = matches!(opts.provider, ExecutionProvider::Cuda | ExecutionProvider::TensorRt);
+            if provider == ExecutionProvider::Cpu && opts.strict_provider && gpu_asked {
                 return Err(InferenceError::Provider { provider: opts.provider.name(), reason: reasons.join("; ") });
             }
             match Self::build(runtime, path, provider, opts) {
