@@ -75,6 +75,7 @@ struct Settings {
     strict_provider: bool,
     threads: u32,
     trt_cache_dir: String,
+    trt_fp16: bool,
     model_instance_id: String,
     results_location: String,
     label_format: String,
@@ -95,6 +96,7 @@ impl Default for Settings {
             strict_provider: false,
             threads: DEFAULT_THREADS,
             trt_cache_dir: String::new(),
+            trt_fp16: false,
             model_instance_id: String::new(),
             results_location: String::new(),
             label_format: DEFAULT_LABEL_FORMAT.into(),
@@ -179,6 +181,7 @@ const READY_ONLY: &[&str] = &[
     "strict-provider",
     "threads",
     "trt-cache-dir",
+    "trt-fp16",
     "model-instance-id",
     "results-location",
 ];
@@ -248,6 +251,12 @@ impl ObjectImpl for FaceAnalyze {
                 glib::ParamSpecString::builder("trt-cache-dir")
                     .nick("TensorRT engine cache directory")
                     .blurb("Folder where TensorRT engines are cached so that the second start is fast. Empty: no cache. Changeable in NULL/READY only.")
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("trt-fp16")
+                    .nick("TensorRT half precision")
+                    .blurb("Let TensorRT run the models in fp16 where the GPU supports it (faster; check accuracy with faceanalyze-eval). Ignored by other providers. Changeable in NULL/READY only.")
+                    .default_value(false)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("model-instance-id")
@@ -430,6 +439,7 @@ impl ObjectImpl for FaceAnalyze {
             "strict-provider" => s.strict_provider = value.get().expect("type checked upstream"),
             "threads" => s.threads = value.get().expect("type checked upstream"),
             "trt-cache-dir" => s.trt_cache_dir = string(),
+            "trt-fp16" => s.trt_fp16 = value.get().expect("type checked upstream"),
             "model-instance-id" => s.model_instance_id = string(),
             "results-location" => s.results_location = string(),
             "detection-size" => s.live.detection_size = value.get().expect("type checked upstream"),
@@ -487,6 +497,7 @@ impl ObjectImpl for FaceAnalyze {
             "strict-provider" => s.strict_provider.to_value(),
             "threads" => s.threads.to_value(),
             "trt-cache-dir" => s.trt_cache_dir.to_value(),
+            "trt-fp16" => s.trt_fp16.to_value(),
             "model-instance-id" => s.model_instance_id.to_value(),
             "results-location" => s.results_location.to_value(),
             "detection-size" => s.live.detection_size.to_value(),
@@ -578,7 +589,7 @@ impl FaceAnalyze {
                 strict_provider: s.strict_provider,
                 threads: s.threads as usize,
                 trt_cache_dir: path(&s.trt_cache_dir),
-                trt_fp16: false,
+                trt_fp16: s.trt_fp16,
             },
         }
     }
