@@ -135,49 +135,7 @@ pub fn init_gst() {
 /// A tiny ONNX model written by hand (protobuf): `Identity` from input `in_name` to output `out_name`, float32,
 /// with the given shapes (`-1` = a named dynamic dimension) and optionally a node in a custom operator domain.
 pub fn tiny_onnx(in_name: &str, in_shape: &[i64], out_name: &str, custom_domain: Option<&str>) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn field_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
-        varint(((tag << 3) | 2) as u64, out);
-        varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    }
-    fn field_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
-        varint((tag << 3) as u64, out);
-        varint(v, out);
-    }
-    // ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1, shape = 2 { dim = 1 { dim_value = 1 |
-    // dim_param = 2 } } } } }
-    fn value_info(name: &str, shape: &[i64]) -> Vec<u8> {
-        let mut shape_msg = Vec::new();
-        for (i, &d) in shape.iter().enumerate() {
-            let mut dim = Vec::new();
-            if d >= 0 {
-                field_varint(1, d as u64, &mut dim);
-            } else {
-                field_bytes(2, format!("d{i}").as_bytes(), &mut dim);
-            }
-            field_bytes(1, &dim, &mut shape_msg);
-        }
-        let mut tensor = Vec::new();
-        field_varint(1, 1, &mut tensor); // FLOAT
-        field_bytes(2, &shape_msg, &mut tensor);
-        let mut ty = Vec::new();
-        field_bytes(1, &tensor, &mut ty);
-        let mut vi = Vec::new();
-        field_bytes(1, name.as_bytes(), &mut vi);
-        field_bytes(2, &ty, &mut vi);
-        vi
-    }
+    use pb::{field_bytes, field_varint, value_info};
     // NodeProto { input = 1, output = 2, name = 3, op_type = 4, domain = 7 }
     let mut node = Vec::new();
     field_bytes(1, in_name.as_bytes(), &mut node);
@@ -191,8 +149,8 @@ pub fn tiny_onnx(in_name: &str, in_shape: &[i64], out_name: &str, custom_domain:
     let mut graph = Vec::new();
     field_bytes(1, &node, &mut graph);
     field_bytes(2, b"tiny", &mut graph);
-    field_bytes(11, &value_info(in_name, in_shape), &mut graph);
-    field_bytes(12, &value_info(out_name, in_shape), &mut graph);
+    field_bytes(11, &value_info(in_name, in_shape, false), &mut graph);
+    field_bytes(12, &value_info(out_name, in_shape, false), &mut graph);
     // ModelProto { ir_version = 1, producer_name = 2, graph = 7, opset_import = 8 { domain = 1, version = 2 } }
     let mut model = Vec::new();
     field_varint(1, 8, &mut model);
@@ -251,48 +209,7 @@ pub fn poison_onnx(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64)], poi
 /// [`poison_onnx`] whose outputs are declared `[N, declared]` in the graph (what a signature check sees) but hold
 /// `[N, actual]` values at run time: a model that passes the start checks and then fails on every frame.
 pub fn poison_onnx_declared(in_name: &str, in_shape: &[i64], outputs: &[(&str, i64, i64)], poison: Poison) -> Vec<u8> {
-    fn varint(mut v: u64, out: &mut Vec<u8>) {
-        loop {
-            let b = (v & 0x7f) as u8;
-            v >>= 7;
-            if v == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-    }
-    fn field_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
-        varint(((tag << 3) | 2) as u64, out);
-        varint(bytes.len() as u64, out);
-        out.extend_from_slice(bytes);
-    }
-    fn field_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
-        varint((tag << 3) as u64, out);
-        varint(v, out);
-    }
-    // TypeProto.tensor_type { elem_type = 1 (FLOAT), shape { dim { dim_value = 1 | dim_param = 2 } } }
-    fn value_info(name: &str, shape: &[i64]) -> Vec<u8> {
-        let mut shape_msg = Vec::new();
-        for &d in shape {
-            let mut dim = Vec::new();
-            if d >= 0 {
-                field_varint(1, d as u64, &mut dim);
-            } else {
-                field_bytes(2, b"N", &mut dim);
-            }
-            field_bytes(1, &dim, &mut shape_msg);
-        }
-        let mut tensor = Vec::new();
-        field_varint(1, 1, &mut tensor);
-        field_bytes(2, &shape_msg, &mut tensor);
-        let mut ty = Vec::new();
-        field_bytes(1, &tensor, &mut ty);
-        let mut vi = Vec::new();
-        field_bytes(1, name.as_bytes(), &mut vi);
-        field_bytes(2, &ty, &mut vi);
-        vi
-    }
+    use pb::{field_bytes, field_varint, value_info};
     // AttributeProto { name = 1, i = 3, ints = 8, type = 20 (INT = 2, INTS = 7) }
     enum Attr<'a> {
         Int(&'a str, i64),
@@ -359,9 +276,9 @@ pub fn poison_onnx_declared(in_name: &str, in_shape: &[i64], outputs: &[(&str, i
         field_bytes(1, n, &mut graph);
     }
     field_bytes(2, b"poison", &mut graph);
-    field_bytes(11, &value_info(in_name, in_shape), &mut graph);
+    field_bytes(11, &value_info(in_name, in_shape, true), &mut graph);
     for (name, declared, _) in outputs {
-        field_bytes(12, &value_info(name, &[-1, *declared]), &mut graph);
+        field_bytes(12, &value_info(name, &[-1, *declared], true), &mut graph);
     }
     // ModelProto { ir_version = 1, producer_name = 2, graph = 7, opset_import = 8 { version = 2 } }
     let mut model = Vec::new();
@@ -476,4 +393,57 @@ pub fn trimmed_rss_kib() -> u64 {
         }
     }
     rss_kib()
+}
+
+/// Hand-written protobuf encoding for the tiny ONNX fixtures above.
+mod pb {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                break;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    pub fn field_bytes(tag: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        varint(((tag << 3) | 2) as u64, out);
+        varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    pub fn field_varint(tag: u32, v: u64, out: &mut Vec<u8>) {
+        varint((tag << 3) as u64, out);
+        varint(v, out);
+    }
+
+    /// ValueInfoProto { name = 1, type = 2 { tensor_type = 1 { elem_type = 1 (FLOAT), shape = 2 { dim = 1
+    /// { dim_value = 1 | dim_param = 2 } } } } }. A `-1` dimension is dynamic: named `N` (one shared batch
+    /// dimension) when `shared_batch`, else `d<index>` (independent dimensions).
+    pub fn value_info(name: &str, shape: &[i64], shared_batch: bool) -> Vec<u8> {
+        let mut shape_msg = Vec::new();
+        for (i, &d) in shape.iter().enumerate() {
+            let mut dim = Vec::new();
+            if d >= 0 {
+                field_varint(1, d as u64, &mut dim);
+            } else if shared_batch {
+                field_bytes(2, b"N", &mut dim);
+            } else {
+                field_bytes(2, format!("d{i}").as_bytes(), &mut dim);
+            }
+            field_bytes(1, &dim, &mut shape_msg);
+        }
+        let mut tensor = Vec::new();
+        field_varint(1, 1, &mut tensor);
+        field_bytes(2, &shape_msg, &mut tensor);
+        let mut ty = Vec::new();
+        field_bytes(1, &tensor, &mut ty);
+        let mut vi = Vec::new();
+        field_bytes(1, name.as_bytes(), &mut vi);
+        field_bytes(2, &ty, &mut vi);
+        vi
+    }
 }
