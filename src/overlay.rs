@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
-//! Drawing the analysis results into a packed RGB-family frame: one outline per face coloured by emotion, a label
+//! Drawing the analysis results into a packed RGB-family or 4:2:0 YUV frame: one outline per face coloured by emotion, a label
 //! rendered from a [`LabelTemplate`], landmark dots, and optional privacy blurring or pixelation of the face box.
 //!
 //! Everything is plain Rust over [`FrameMut`], with no GStreamer. Every shape is clipped to
@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 
 use crate::face::{Face, NUM_EMOTIONS};
-use crate::frame::FrameMut;
+use crate::frame::{FrameMut, PixelsMut, YuvLayout, YuvMut, chroma_size};
 
 /// The label format used when none is configured: rounded age and emotion label, e.g. `"31 happy"`.
 pub const DEFAULT_LABEL_FORMAT: &str = "{age} {emotion}";
@@ -375,26 +375,64 @@ fn face_rect(face: &Face) -> Option<Rect> {
 }
 
 struct Canvas<'a> {
-    data: &'a mut [u8],
     width: usize,
     height: usize,
-    stride: usize,
-    bpp: usize,
-    offs: [usize; 3],
+    surface: Surface<'a>,
+}
+
+/// Where a [`Canvas`] draws: packed pixels, or the planes of a 4:2:0 YUV frame (luma per pixel, chroma per 2x2 cell:
+/// a shape's colour reaches the whole chroma cell of each pixel it covers, as in any 4:2:0 overlay).
+enum Surface<'a> {
+    Packed { data: &'a mut [u8], stride: usize, bpp: usize, offs: [usize; 3] },
+    Yuv(YuvMut<'a>),
+}
+
+/// The chroma cells `c0..c1` (one axis) touched by pixels `p0..p1`.
+#[inline]
+fn cells(p0: usize, p1: usize) -> std::ops::Range<usize> {
+    p0 / 2..p1.div_ceil(2)
 }
 
 impl<'a> Canvas<'a> {
     /// Re-validates the geometry (the frame's fields are public), so that row slicing below cannot panic.
     fn new(frame: &'a mut FrameMut<'_>) -> Option<Self> {
-        let (width, height, stride, layout) = (frame.width, frame.height, frame.stride, frame.layout);
-        let bpp = layout.bpp();
-        let row = width.checked_mul(bpp)?;
-        let need = (height.checked_sub(1)?).checked_mul(stride)?.checked_add(row)?;
-        let data = frame.data_mut();
-        if width == 0 || stride < row || data.len() < need {
+        let (width, height) = (frame.width, frame.height);
+        if width == 0 || height == 0 {
             return None;
         }
-        Some(Self { data, width, height, stride, bpp, offs: layout.rgb_offsets() })
+        let fits = |len: usize, row: usize, rows: usize, stride: usize| {
+            stride >= row && (rows - 1).checked_mul(stride).and_then(|v| v.checked_add(row)).is_some_and(|n| n <= len)
+        };
+        let surface = match &mut frame.pixels {
+            PixelsMut::Packed { data, stride, layout } => {
+                let bpp = layout.bpp();
+                if !fits(data.len(), width.checked_mul(bpp)?, height, *stride) {
+                    return None;
+                }
+                Surface::Packed { data, stride: *stride, bpp, offs: layout.rgb_offsets() }
+            }
+            PixelsMut::Yuv(m) => {
+                let (cw, ch) = chroma_size(width, height);
+                let ok = fits(m.y.len(), width, height, m.y_stride)
+                    && match m.layout {
+                        YuvLayout::I420 => fits(m.c0.len(), cw, ch, m.c_stride) && fits(m.c1.len(), cw, ch, m.c_stride),
+                        YuvLayout::Nv12 => fits(m.c0.len(), 2 * cw, ch, m.c_stride),
+                    };
+                if !ok {
+                    return None;
+                }
+                Surface::Yuv(YuvMut {
+                    y: &mut *m.y,
+                    c0: &mut *m.c0,
+                    c1: &mut *m.c1,
+                    y_stride: m.y_stride,
+                    c_stride: m.c_stride,
+                    layout: m.layout,
+                    matrix: m.matrix,
+                })
+            }
+        };
+        Some(Self { width, height, surface })
     }
 
     fn clip(&self, r: Rect) -> Option<Clipped> {
@@ -405,21 +443,28 @@ impl<'a> Canvas<'a> {
         (x0 < x1 && y0 < y1).then_some(Clipped { x0, y0, x1, y1 })
     }
 
-    /// The bytes of pixels `x0..x1` of row `y` (callers keep them inside the frame).
-    #[inline]
-    fn span(&mut self, y: usize, x0: usize, x1: usize) -> &mut [u8] {
-        let start = y * self.stride;
-        &mut self.data[start + x0 * self.bpp..start + x1 * self.bpp]
-    }
-
     fn fill(&mut self, r: Rect, rgb: [u8; 3]) {
         let Some(c) = self.clip(r) else { return };
-        let (bpp, [o0, o1, o2]) = (self.bpp, self.offs);
-        for y in c.y0..c.y1 {
-            for px in self.span(y, c.x0, c.x1).chunks_exact_mut(bpp) {
-                px[o0] = rgb[0];
-                px[o1] = rgb[1];
-                px[o2] = rgb[2];
+        match &mut self.surface {
+            Surface::Packed { data, stride, bpp, offs: [o0, o1, o2] } => {
+                for y in c.y0..c.y1 {
+                    for px in span(data, *stride, *bpp, y, c.x0, c.x1).chunks_exact_mut(*bpp) {
+                        px[*o0] = rgb[0];
+                        px[*o1] = rgb[1];
+                        px[*o2] = rgb[2];
+                    }
+                }
+            }
+            Surface::Yuv(m) => {
+                let [yv, u, v] = m.matrix.from_rgb(rgb);
+                for y in c.y0..c.y1 {
+                    m.y[y * m.y_stride + c.x0..y * m.y_stride + c.x1].fill(yv);
+                }
+                for cy in cells(c.y0, c.y1) {
+                    for cx in cells(c.x0, c.x1) {
+                        m.set_chroma(cx, cy, [u, v]);
+                    }
+                }
             }
         }
     }
@@ -445,23 +490,55 @@ impl<'a> Canvas<'a> {
     fn blend_coverage(&mut self, x: i64, y: i64, w: usize, h: usize, coverage: &[u8], rgb: [u8; 3]) {
         let r = Rect { x0: x, y0: y, x1: x + w as i64, y1: y + h as i64 };
         let Some(c) = self.clip(r) else { return };
-        let (bpp, offs) = (self.bpp, self.offs);
         let (cx0, cy0) = ((c.x0 as i64 - x) as usize, (c.y0 as i64 - y) as usize);
-        for (row, y) in (c.y0..c.y1).enumerate() {
-            let cov_start = (cy0 + row) * w + cx0;
-            let cov = &coverage[cov_start..cov_start + (c.x1 - c.x0)];
-            for (px, &a) in self.span(y, c.x0, c.x1).chunks_exact_mut(bpp).zip(cov) {
-                match a {
-                    0 => {}
-                    255 => {
-                        for (o, v) in offs.into_iter().zip(rgb) {
-                            px[o] = v;
+        let blend = |old: u8, v: u8, a: u32| ((old as u32 * (255 - a) + v as u32 * a + 127) / 255) as u8;
+        match &mut self.surface {
+            Surface::Packed { data, stride, bpp, offs } => {
+                for (row, y) in (c.y0..c.y1).enumerate() {
+                    let cov_start = (cy0 + row) * w + cx0;
+                    let cov = &coverage[cov_start..cov_start + (c.x1 - c.x0)];
+                    for (px, &a) in span(data, *stride, *bpp, y, c.x0, c.x1).chunks_exact_mut(*bpp).zip(cov) {
+                        match a {
+                            0 => {}
+                            255 => {
+                                for (&o, v) in offs.iter().zip(rgb) {
+                                    px[o] = v;
+                                }
+                            }
+                            a => {
+                                for (&o, v) in offs.iter().zip(rgb) {
+                                    px[o] = blend(px[o], v, a as u32);
+                                }
+                            }
                         }
                     }
-                    a => {
-                        let a = a as u32;
-                        for (o, v) in offs.into_iter().zip(rgb) {
-                            px[o] = ((px[o] as u32 * (255 - a) + v as u32 * a + 127) / 255) as u8;
+                }
+            }
+            Surface::Yuv(m) => {
+                let [yv, u, v] = m.matrix.from_rgb(rgb);
+                let cov_at = |px: usize, py: usize| coverage[(py - c.y0 + cy0) * w + (px - c.x0 + cx0)] as u32;
+                for py in c.y0..c.y1 {
+                    for px in c.x0..c.x1 {
+                        let a = cov_at(px, py);
+                        if a > 0 {
+                            let i = py * m.y_stride + px;
+                            m.y[i] = blend(m.y[i], yv, a);
+                        }
+                    }
+                }
+                // Chroma: the cell's coverage is the mean over its four pixels (those outside the glyph count 0).
+                for cy in cells(c.y0, c.y1) {
+                    for cx in cells(c.x0, c.x1) {
+                        let mut sum = 0;
+                        for py in (2 * cy).max(c.y0)..(2 * cy + 2).min(c.y1) {
+                            for px in (2 * cx).max(c.x0)..(2 * cx + 2).min(c.x1) {
+                                sum += cov_at(px, py);
+                            }
+                        }
+                        let a = (sum + 2) / 4;
+                        if a > 0 {
+                            let [ou, ov] = m.chroma(cx, cy);
+                            m.set_chroma(cx, cy, [blend(ou, u, a), blend(ov, v, a)]);
                         }
                     }
                 }
@@ -469,28 +546,85 @@ impl<'a> Canvas<'a> {
         }
     }
 
-    /// Copies the clipped region into `dst` as packed RGB, transposed: `dst` holds one row of `y1 - y0` pixels per
-    /// column of the region. `dst` must be `3 * width * height` bytes.
-    fn gather_transposed(&mut self, c: Clipped, dst: &mut [u8]) {
-        let (bpp, [o0, o1, o2]) = (self.bpp, self.offs);
-        let h = c.y1 - c.y0;
-        for (row, y) in (c.y0..c.y1).enumerate() {
-            for (x, px) in self.span(y, c.x0, c.x1).chunks_exact(bpp).enumerate() {
-                let d = (x * h + row) * 3;
-                dst[d..d + 3].copy_from_slice(&[px[o0], px[o1], px[o2]]);
+    /// Red, green, blue of pixel (x, y), inside the canvas.
+    #[inline]
+    fn rgb_at(&self, x: usize, y: usize) -> [u8; 3] {
+        match &self.surface {
+            Surface::Packed { data, stride, bpp, offs } => {
+                let p = y * stride + x * bpp;
+                offs.map(|o| data[p + o])
+            }
+            Surface::Yuv(m) => {
+                let [u, v] = m.chroma(x / 2, y / 2);
+                m.matrix
+                    .to_rgb(m.y[y * m.y_stride + x] as f32, u as f32, v as f32)
+                    .map(|c| c.round().clamp(0.0, 255.0) as u8)
             }
         }
     }
 
-    /// Writes packed RGB `src` back into the clipped region.
+    /// Copies the clipped region into `dst` as packed RGB, transposed: `dst` holds one row of `y1 - y0` pixels per
+    /// column of the region. `dst` must be `3 * width * height` bytes.
+    fn gather_transposed(&mut self, c: Clipped, dst: &mut [u8]) {
+        let h = c.y1 - c.y0;
+        if let Surface::Packed { data, stride, bpp, offs: [o0, o1, o2] } = &mut self.surface {
+            for (row, y) in (c.y0..c.y1).enumerate() {
+                for (x, px) in span(data, *stride, *bpp, y, c.x0, c.x1).chunks_exact(*bpp).enumerate() {
+                    let d = (x * h + row) * 3;
+                    dst[d..d + 3].copy_from_slice(&[px[*o0], px[*o1], px[*o2]]);
+                }
+            }
+            return;
+        }
+        for (row, y) in (c.y0..c.y1).enumerate() {
+            for (x, px) in (c.x0..c.x1).enumerate() {
+                let d = (x * h + row) * 3;
+                dst[d..d + 3].copy_from_slice(&self.rgb_at(px, y));
+            }
+        }
+    }
+
+    /// Writes packed RGB `src` back into the clipped region (for YUV: luma per pixel, chroma per cell from the
+    /// mean of the cell's pixels inside the region).
     fn scatter(&mut self, c: Clipped, src: &[u8]) {
-        let (bpp, [o0, o1, o2]) = (self.bpp, self.offs);
         let row_len = (c.x1 - c.x0) * 3;
-        for (y, src_row) in (c.y0..c.y1).zip(src.chunks_exact(row_len)) {
-            for (px, s) in self.span(y, c.x0, c.x1).chunks_exact_mut(bpp).zip(src_row.chunks_exact(3)) {
-                px[o0] = s[0];
-                px[o1] = s[1];
-                px[o2] = s[2];
+        match &mut self.surface {
+            Surface::Packed { data, stride, bpp, offs: [o0, o1, o2] } => {
+                for (y, src_row) in (c.y0..c.y1).zip(src.chunks_exact(row_len)) {
+                    for (px, s) in
+                        span(data, *stride, *bpp, y, c.x0, c.x1).chunks_exact_mut(*bpp).zip(src_row.chunks_exact(3))
+                    {
+                        px[*o0] = s[0];
+                        px[*o1] = s[1];
+                        px[*o2] = s[2];
+                    }
+                }
+            }
+            Surface::Yuv(m) => {
+                let at = |px: usize, py: usize| {
+                    let i = (py - c.y0) * row_len + (px - c.x0) * 3;
+                    [src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]
+                };
+                for py in c.y0..c.y1 {
+                    for px in c.x0..c.x1 {
+                        let yv = m.matrix.from_rgb_f32(at(px, py))[0];
+                        m.y[py * m.y_stride + px] = yv.round().clamp(0.0, 255.0) as u8;
+                    }
+                }
+                for cy in cells(c.y0, c.y1) {
+                    for cx in cells(c.x0, c.x1) {
+                        let (mut sum, mut n) = ([0.0f32; 3], 0.0f32);
+                        for py in (2 * cy).max(c.y0)..(2 * cy + 2).min(c.y1) {
+                            for px in (2 * cx).max(c.x0)..(2 * cx + 2).min(c.x1) {
+                                let p = at(px, py);
+                                sum = [sum[0] + p[0], sum[1] + p[1], sum[2] + p[2]];
+                                n += 1.0;
+                            }
+                        }
+                        let [_, u, v] = m.matrix.from_rgb_f32(sum.map(|s| s / n));
+                        m.set_chroma(cx, cy, [u, v].map(|c| c.round().clamp(0.0, 255.0) as u8));
+                    }
+                }
             }
         }
     }
@@ -501,7 +635,6 @@ impl<'a> Canvas<'a> {
             let n = o + ((p as i64 - o).div_euclid(block) + 1) * block;
             (n.max(p as i64 + 1) as usize).min(end)
         };
-        let (bpp, [o0, o1, o2]) = (self.bpp, self.offs);
         let mut by0 = c.y0;
         while by0 < c.y1 {
             let by1 = next(by0, origin.1, c.y1);
@@ -510,10 +643,20 @@ impl<'a> Canvas<'a> {
                 let bx1 = next(bx0, origin.0, c.x1);
                 let mut sum = [0u64; 3];
                 for y in by0..by1 {
-                    for px in self.span(y, bx0, bx1).chunks_exact(bpp) {
-                        sum[0] += px[o0] as u64;
-                        sum[1] += px[o1] as u64;
-                        sum[2] += px[o2] as u64;
+                    match &mut self.surface {
+                        Surface::Packed { data, stride, bpp, offs: [o0, o1, o2] } => {
+                            for px in span(data, *stride, *bpp, y, bx0, bx1).chunks_exact(*bpp) {
+                                sum[0] += px[*o0] as u64;
+                                sum[1] += px[*o1] as u64;
+                                sum[2] += px[*o2] as u64;
+                            }
+                        }
+                        Surface::Yuv(_) => {
+                            for x in bx0..bx1 {
+                                let p = self.rgb_at(x, y);
+                                sum = [sum[0] + p[0] as u64, sum[1] + p[1] as u64, sum[2] + p[2] as u64];
+                            }
+                        }
                     }
                 }
                 let n = ((by1 - by0) * (bx1 - bx0)) as u64;
@@ -524,6 +667,13 @@ impl<'a> Canvas<'a> {
             by0 = by1;
         }
     }
+}
+
+/// The bytes of pixels `x0..x1` of row `y` of packed pixels (callers keep them inside the frame).
+#[inline]
+fn span(data: &mut [u8], stride: usize, bpp: usize, y: usize, x0: usize, x1: usize) -> &mut [u8] {
+    let start = y * stride;
+    &mut data[start + x0 * bpp..start + x1 * bpp]
 }
 
 /// Transposes `rows` x `cols` packed RGB pixels in `src` into `cols` x `rows` in `dst`.

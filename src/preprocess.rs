@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Pixels to model inputs: the detector's letterboxed BGR planes, and per-face crops or aligned chips sampled
-//! bilinearly straight from the frame (any packed layout, any stride) into caller-owned, reused buffers.
+//! bilinearly straight from the frame (any packed layout or 4:2:0 YUV, any stride) into caller-owned, reused
+//! buffers. YUV frames are converted to RGB only at the sampled points.
 
 use crate::align::Affine;
-use crate::frame::FrameRef;
+use crate::frame::{FrameRef, Packed, Pixels, Yuv};
 
 /// How the detector input relates to the frame: `input = frame · scale`, placed top-left and zero-padded.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -55,6 +56,22 @@ fn taps(out: &mut Vec<Tap>, dst_len: usize, src_len: usize, scale: f32, step: us
     }
 }
 
+/// The chroma taps matching luma taps of a `dst_len` resize of a `src_len` axis: chroma samples sit at the centre
+/// of their 2x2 luma cell, so luma position s is chroma position (s + 0.5) / 2 - 0.5.
+fn chroma_taps(out: &mut Vec<Tap>, dst_len: usize, src_len: usize, scale: f32, step: usize) {
+    out.clear();
+    let c_len = src_len.div_ceil(2);
+    let max_s = src_len.saturating_sub(1) as f32;
+    let max_c = c_len.saturating_sub(1) as f32;
+    for d in 0..dst_len {
+        let s = ((d as f32 + 0.5) / scale - 0.5).clamp(0.0, max_s);
+        let c = ((s + 0.5) * 0.5 - 0.5).clamp(0.0, max_c);
+        let i0 = c.floor() as usize;
+        let i1 = (i0 + 1).min(c_len - 1);
+        out.push(Tap { i0: i0 * step, i1: i1 * step, w: c - i0 as f32 });
+    }
+}
+
 /// Reusable state of the detector pre-processing: the input tensor and the resize tables, rebuilt only when the
 /// frame geometry or detection size changes.
 #[derive(Debug, Default)]
@@ -63,6 +80,9 @@ pub struct Letterboxer {
     info: LetterboxInfo,
     xs: Vec<Tap>,
     ys: Vec<Tap>,
+    /// Chroma taps, for YUV frames.
+    cxs: Vec<Tap>,
+    cys: Vec<Tap>,
     /// NCHW, BGR, 0..255, `[1, 3, input_h, input_w]`.
     pub input: Vec<f32>,
 }
@@ -70,25 +90,46 @@ pub struct Letterboxer {
 impl Letterboxer {
     /// Converts and scales `frame` into [`Self::input`] in one pass and returns the geometry.
     pub fn run(&mut self, frame: &FrameRef, size: usize) -> LetterboxInfo {
-        let bpp = frame.layout.bpp();
-        let key = (frame.width, frame.height, size, bpp);
+        // The tap tables depend on the sample step: bytes per pixel, or 0 / the chroma step for YUV.
+        let step = match frame.pixels() {
+            Pixels::Packed(p) => p.layout.bpp(),
+            Pixels::Yuv(y) => 16 + y.c_step,
+        };
+        let key = (frame.width, frame.height, size, step);
         if key != self.key || self.xs.is_empty() {
             self.info = letterbox_geometry(frame.width, frame.height, size);
-            taps(&mut self.xs, self.info.scaled_w, frame.width, self.info.scale_x, bpp);
-            taps(&mut self.ys, self.info.scaled_h, frame.height, self.info.scale_y, 1);
+            let (sx, sy) = (self.info.scale_x, self.info.scale_y);
+            let (bpp, c_step) = match frame.pixels() {
+                Pixels::Packed(p) => (p.layout.bpp(), 0),
+                Pixels::Yuv(y) => (1, y.c_step),
+            };
+            taps(&mut self.xs, self.info.scaled_w, frame.width, sx, bpp);
+            taps(&mut self.ys, self.info.scaled_h, frame.height, sy, 1);
+            if c_step > 0 {
+                chroma_taps(&mut self.cxs, self.info.scaled_w, frame.width, sx, c_step);
+                chroma_taps(&mut self.cys, self.info.scaled_h, frame.height, sy, 1);
+            }
             self.key = key;
             let len = 3 * self.info.input_w * self.info.input_h;
             self.input.clear();
             self.input.resize(len, 0.0);
         }
+        match frame.pixels() {
+            Pixels::Packed(p) => self.run_packed(&p, frame.width),
+            Pixels::Yuv(y) => self.run_yuv(&y),
+        }
+        self.info
+    }
+
+    fn run_packed(&mut self, frame: &Packed, width: usize) {
         let info = self.info;
         let plane = info.input_w * info.input_h;
         let [ro, go, bo] = frame.layout.rgb_offsets();
         let (b_plane, rest) = self.input.split_at_mut(plane);
         let (g_plane, r_plane) = rest.split_at_mut(plane);
         for (y, ty) in self.ys.iter().enumerate() {
-            let r0 = frame.row(ty.i0);
-            let r1 = frame.row(ty.i1);
+            let r0 = frame.row(ty.i0, width);
+            let r1 = frame.row(ty.i1, width);
             let wy = ty.w;
             let off = y * info.input_w;
             let (bd, gd, rd) = (
@@ -112,7 +153,39 @@ impl Letterboxer {
                 rd[x] = px(ro);
             }
         }
-        info
+    }
+
+    /// The YUV path: luma and chroma are interpolated separately at each output pixel, then converted.
+    fn run_yuv(&mut self, f: &Yuv) {
+        let info = self.info;
+        let plane = info.input_w * info.input_h;
+        let (b_plane, rest) = self.input.split_at_mut(plane);
+        let (g_plane, r_plane) = rest.split_at_mut(plane);
+        let lerp2 = |r0: &[u8], r1: &[u8], t: &Tap, wy: f32| {
+            let top = r0[t.i0] as f32 + (r0[t.i1] as f32 - r0[t.i0] as f32) * t.w;
+            let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
+            top + (bot - top) * wy
+        };
+        for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
+            let (y0, y1) = (&f.y[ty.i0 * f.y_stride..], &f.y[ty.i1 * f.y_stride..]);
+            let (u0, u1) = (&f.u[tc.i0 * f.c_stride..], &f.u[tc.i1 * f.c_stride..]);
+            let (v0, v1) = (&f.v[tc.i0 * f.c_stride..], &f.v[tc.i1 * f.c_stride..]);
+            let off = y * info.input_w;
+            let (bd, gd, rd) = (
+                &mut b_plane[off..off + info.scaled_w],
+                &mut g_plane[off..off + info.scaled_w],
+                &mut r_plane[off..off + info.scaled_w],
+            );
+            for (x, (tx, cx)) in self.xs.iter().zip(&self.cxs).enumerate() {
+                let lum = lerp2(y0, y1, tx, ty.w);
+                let u = lerp2(u0, u1, cx, tc.w);
+                let v = lerp2(v0, v1, cx, tc.w);
+                let [r, g, b] = f.matrix.to_rgb(lum, u, v);
+                bd[x] = b.clamp(0.0, 255.0);
+                gd[x] = g.clamp(0.0, 255.0);
+                rd[x] = r.clamp(0.0, 255.0);
+            }
+        }
     }
 }
 
@@ -129,14 +202,31 @@ pub fn warp_affine(
     out_h: usize,
     mut put: impl FnMut(usize, usize, [f32; 3]),
 ) {
+    let (width, height) = (frame.width, frame.height);
+    let maxx = width as f32 - 1.0;
+    let maxy = height as f32 - 1.0;
+    let frame = match frame.pixels() {
+        Pixels::Packed(p) => p,
+        Pixels::Yuv(f) => {
+            for y in 0..out_h {
+                for x in 0..out_w {
+                    let (xf, yf) = (x as f32, y as f32);
+                    let sx = m[0] * xf + m[1] * yf + m[2];
+                    let sy = m[3] * xf + m[4] * yf + m[5];
+                    let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, maxx) };
+                    let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
+                    put(x, y, f.sample(sx, sy, width, height));
+                }
+            }
+            return;
+        }
+    };
     if m[1] == 0.0 && m[3] == 0.0 && out_w <= FAST_MAX_W && m.iter().all(|v| v.is_finite()) {
-        return resize_crop(frame, m, out_w, out_h, put);
+        return resize_crop(&frame, width, height, m, out_w, out_h, put);
     }
     let bpp = frame.layout.bpp();
     let [ro, go, bo] = frame.layout.rgb_offsets();
-    let maxx = frame.width as f32 - 1.0;
-    let maxy = frame.height as f32 - 1.0;
-    let data = frame.data();
+    let data = frame.data;
     for y in 0..out_h {
         for x in 0..out_w {
             let (xf, yf) = (x as f32, y as f32);
@@ -147,8 +237,8 @@ pub fn warp_affine(
             let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
             let x0 = sx as usize;
             let y0 = sy as usize;
-            let x1 = (x0 + 1).min(frame.width - 1);
-            let y1 = (y0 + 1).min(frame.height - 1);
+            let x1 = (x0 + 1).min(width - 1);
+            let y1 = (y0 + 1).min(height - 1);
             let (wx, wy) = (sx - x0 as f32, sy - y0 as f32);
             let p00 = y0 * frame.stride + x0 * bpp;
             let p01 = y0 * frame.stride + x1 * bpp;
@@ -166,20 +256,28 @@ pub fn warp_affine(
 
 /// [`warp_affine`] for a scale-and-translate map (a crop resize): horizontal taps computed once per call, two source
 /// rows per output row.
-fn resize_crop(frame: &FrameRef, m: &Affine, out_w: usize, out_h: usize, mut put: impl FnMut(usize, usize, [f32; 3])) {
+fn resize_crop(
+    frame: &Packed,
+    width: usize,
+    height: usize,
+    m: &Affine,
+    out_w: usize,
+    out_h: usize,
+    mut put: impl FnMut(usize, usize, [f32; 3]),
+) {
     let bpp = frame.layout.bpp();
     let [ro, go, bo] = frame.layout.rgb_offsets();
-    let (maxx, maxy) = (frame.width as f32 - 1.0, frame.height as f32 - 1.0);
+    let (maxx, maxy) = (width as f32 - 1.0, height as f32 - 1.0);
     let mut xs = [Tap::default(); FAST_MAX_W];
     for (x, t) in xs.iter_mut().enumerate().take(out_w) {
         let sx = (m[0] * x as f32 + m[2]).clamp(0.0, maxx);
         let x0 = sx as usize;
-        *t = Tap { i0: x0 * bpp, i1: (x0 + 1).min(frame.width - 1) * bpp, w: sx - x0 as f32 };
+        *t = Tap { i0: x0 * bpp, i1: (x0 + 1).min(width - 1) * bpp, w: sx - x0 as f32 };
     }
     for y in 0..out_h {
         let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
         let y0 = sy as usize;
-        let (r0, r1) = (frame.row(y0), frame.row((y0 + 1).min(frame.height - 1)));
+        let (r0, r1) = (frame.row(y0, width), frame.row((y0 + 1).min(height - 1), width));
         let wy = sy - y0 as f32;
         for (x, t) in xs[..out_w].iter().enumerate() {
             let s = |o: usize| {

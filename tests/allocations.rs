@@ -37,6 +37,9 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static A: Counting = Counting;
 
+/// The counter is process-wide: tests take this lock so that they do not count each other's allocations.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn count<R>(f: impl FnOnce() -> R) -> (u64, R) {
     let before = ALLOCS.load(Ordering::Relaxed);
     let r = f();
@@ -45,6 +48,7 @@ fn count<R>(f: impl FnOnce() -> R) -> (u64, R) {
 
 #[test]
 fn warm_frames_allocate_only_inside_ort_calls() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(img) = photo("images/group_photo/t1.jpg") else { return };
     let Some(a) = analyzer(|_| {}) else { return };
     let mut va = VideoAnalyzer::new(a);
@@ -88,4 +92,65 @@ fn warm_frames_allocate_only_inside_ort_calls() {
         frame_record(&mut json, 99, Some(99), img.width as u32, img.height as u32, &faces);
     });
     assert_eq!(n, 0, "overlay and JSON allocate nothing once warm");
+}
+
+#[test]
+fn yuv_frames_allocate_nothing_outside_ort_calls() {
+    use gstfaceanalyze::frame::{FrameRef, YuvLayout, YuvMatrix};
+    use gstfaceanalyze::preprocess::Letterboxer;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(img) = photo("images/group_photo/t1.jpg") else { return };
+    let Some(a) = analyzer(|_| {}) else { return };
+    // The photo as I420 (chroma from each cell's top-left pixel is enough here).
+    let (w, h) = (img.width, img.height);
+    let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+    let m = YuvMatrix::BT601;
+    let (mut y, mut u, mut v) = (vec![0u8; w * h], vec![0u8; cw * ch], vec![0u8; cw * ch]);
+    for py in 0..h {
+        for px in 0..w {
+            let s = (py * w + px) * 3;
+            let [yy, uu, vv] = m.from_rgb([img.data[s], img.data[s + 1], img.data[s + 2]]);
+            y[py * w + px] = yy;
+            if px % 2 == 0 && py % 2 == 0 {
+                u[(py / 2) * cw + px / 2] = uu;
+                v[(py / 2) * cw + px / 2] = vv;
+            }
+        }
+    }
+    let mut va = VideoAnalyzer::new(a);
+    let p = VideoParams::per_frame(Default::default());
+    let (mut faces, mut ended) = (Vec::with_capacity(64), Vec::with_capacity(64));
+    let (mut overlay, template, style) = (Overlay::new(), LabelTemplate::default(), OverlayStyle::default());
+    let mut lb = Letterboxer::default();
+    let mut step = |i: u64, y: &mut Vec<u8>, u: &mut Vec<u8>, v: &mut Vec<u8>| {
+        let stats = {
+            let frame = FrameRef::yuv([y, u, v], [w, cw, cw], w, h, YuvLayout::I420, m).unwrap();
+            lb.run(&frame, 640);
+            va.process(&frame, i, Some(i), &p, &mut faces, &mut ended).unwrap()
+        };
+        let (_, pure) = count(|| {
+            let mut f = FrameMut::yuv([y, u, v], [w, cw, cw], w, h, YuvLayout::I420, m).unwrap();
+            overlay.draw(&mut f, &faces, &template, &style);
+        });
+        (stats, faces.len(), pure)
+    };
+    for i in 0..3 {
+        step(i, &mut y, &mut u, &mut v);
+    }
+    let mut per_frame = Vec::new();
+    for i in 3..8 {
+        let (n, (stats, found, _)) = count(|| step(i, &mut y, &mut u, &mut v));
+        assert_eq!(found, 6, "the six faces of t1.jpg in I420");
+        per_frame.push((n, 1 + stats.frame.age_runs + stats.frame.emotion_runs));
+    }
+    eprintln!("FIGURES allocations per warm I420 frame (6 faces): {per_frame:?}");
+    for (n, calls) in per_frame {
+        assert!(n <= 16 * calls as u64, "{n} allocations for {calls} ONNX Runtime calls");
+    }
+    let (n, _) = count(|| {
+        lb.run(&FrameRef::yuv([&y, &u, &v], [w, cw, cw], w, h, YuvLayout::I420, m).unwrap(), 640);
+        let mut f = FrameMut::yuv([&mut y, &mut u, &mut v], [w, cw, cw], w, h, YuvLayout::I420, m).unwrap();
+        overlay.draw(&mut f, &faces, &template, &style);
+    });
+    assert_eq!(n, 0, "YUV letterbox and overlay allocate nothing once warm");
 }

@@ -15,7 +15,7 @@ use super::{BlurMode, ExecutionProvider};
 use crate::analyzer::{self, AnalyzeParams, AnalyzerConfig};
 use crate::engine;
 use crate::face::Face;
-use crate::frame::{FrameMut, FrameRef, PixelLayout};
+use crate::frame::{FrameMut, FrameRef, PixelLayout, YuvLayout, YuvMatrix};
 use crate::inference::InferenceError;
 use crate::inference::session::SessionOptions;
 use crate::meta;
@@ -131,7 +131,42 @@ impl Default for Settings {
 #[derive(Debug, Clone)]
 struct Video {
     info: gst_video::VideoInfo,
-    layout: PixelLayout,
+    format: Format,
+}
+
+/// How the negotiated format's pixels are read.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    Packed(PixelLayout),
+    Yuv(YuvLayout, YuvMatrix),
+}
+
+impl Format {
+    fn from_info(info: &gst_video::VideoInfo) -> Option<Self> {
+        let name = info.format().to_str();
+        if let Some(l) = PixelLayout::from_name(name) {
+            return Some(Format::Packed(l));
+        }
+        let layout = YuvLayout::from_name(name)?;
+        let c = info.colorimetry();
+        let mut matrix = match c.matrix() {
+            gst_video::VideoColorMatrix::Bt709 => YuvMatrix::BT709,
+            gst_video::VideoColorMatrix::Bt2020 => YuvMatrix::BT2020,
+            gst_video::VideoColorMatrix::Bt601 | gst_video::VideoColorMatrix::Fcc => YuvMatrix::BT601,
+            // GStreamer's own default for unspecified YUV colorimetry: BT.709 from 720 lines up.
+            _ if info.height() >= 720 => YuvMatrix::BT709,
+            _ => YuvMatrix::BT601,
+        };
+        matrix.full_range = c.range() == gst_video::VideoColorRange::Range0_255;
+        Some(Format::Yuv(layout, matrix))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Format::Packed(l) => l.name(),
+            Format::Yuv(l, _) => l.name(),
+        }
+    }
 }
 
 struct State {
@@ -546,7 +581,20 @@ impl ElementImpl for FaceAnalyze {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             use gst_video::VideoFormat as F;
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list([F::Rgb, F::Bgr, F::Rgbx, F::Bgrx, F::Xrgb, F::Xbgr, F::Rgba, F::Bgra, F::Argb, F::Abgr])
+                .format_list([
+                    F::Rgb,
+                    F::Bgr,
+                    F::Rgbx,
+                    F::Bgrx,
+                    F::Xrgb,
+                    F::Xbgr,
+                    F::Rgba,
+                    F::Bgra,
+                    F::Argb,
+                    F::Abgr,
+                    F::I420,
+                    F::Nv12,
+                ])
                 .build();
             vec![
                 gst::PadTemplate::new("src", gst::PadDirection::Src, gst::PadPresence::Always, &caps)
@@ -648,9 +696,15 @@ impl FaceAnalyze {
             gst::FlowError::Error
         })?;
         let (w, h) = (video.info.width() as usize, video.info.height() as usize);
-        let stride = frame.plane_stride()[0] as usize;
-        let data = frame.plane_data_mut(0).map_err(|_| gst::FlowError::Error)?;
-        let mut fm = FrameMut::new(data, w, h, stride, video.layout).map_err(|e| {
+        let strides = frame.plane_stride();
+        let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+        let (s0, s1, s2) = (stride(0), stride(1), stride(2));
+        let [p0, p1, p2, _] = frame.planes_data_mut();
+        let fm = match video.format {
+            Format::Packed(layout) => FrameMut::new(p0, w, h, s0, layout),
+            Format::Yuv(layout, matrix) => FrameMut::yuv([p0, p1, p2], [s0, s1, s2], w, h, layout, matrix),
+        };
+        let mut fm = fm.map_err(|e| {
             gst::element_imp_error!(self, gst::StreamError::Format, ["Frame does not match the caps: {e}"]);
             gst::FlowError::Error
         })?;
@@ -754,7 +808,7 @@ impl BaseTransformImpl for FaceAnalyze {
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "Invalid caps {incaps:?}"))?;
-        let layout = PixelLayout::from_name(info.format().to_str())
+        let format = Format::from_info(&info)
             .ok_or_else(|| gst::loggable_error!(CAT, "Unsupported format {:?}", info.format()))?;
         let mut state = lock(&self.state);
         let Some(state) = state.as_mut() else {
@@ -768,7 +822,7 @@ impl BaseTransformImpl for FaceAnalyze {
             state.video_analyzer.flush(&mut state.ended);
             self.emit_ended(state);
         }
-        state.video = Some(Video { info, layout });
+        state.video = Some(Video { info, format });
         Ok(())
     }
 
@@ -815,13 +869,25 @@ impl BaseTransformImpl for FaceAnalyze {
                 gst::element_imp_error!(
                     self,
                     gst::StreamError::Format,
-                    ["Buffer of {} bytes does not match the caps ({}x{} {})", buf.size(), w, h, video.layout.name()]
+                    ["Buffer of {} bytes does not match the caps ({}x{} {})", buf.size(), w, h, video.format.name()]
                 );
                 gst::FlowError::Error
             })?;
-            let stride = frame.plane_stride()[0] as usize;
-            let data = frame.plane_data(0).map_err(|_| gst::FlowError::Error)?;
-            let fr = FrameRef::new(data, w as usize, h as usize, stride, video.layout).map_err(|e| {
+            let strides = frame.plane_stride();
+            let stride = |i: usize| strides.get(i).map_or(0, |&s| s.max(0) as usize);
+            let planes = frame.planes_data();
+            let fr = match video.format {
+                Format::Packed(layout) => FrameRef::new(planes[0], w as usize, h as usize, stride(0), layout),
+                Format::Yuv(layout, matrix) => FrameRef::yuv(
+                    [planes[0], planes[1], planes[2]],
+                    [stride(0), stride(1), stride(2)],
+                    w as usize,
+                    h as usize,
+                    layout,
+                    matrix,
+                ),
+            }
+            .map_err(|e| {
                 gst::element_imp_error!(self, gst::StreamError::Format, ["Frame does not match the caps: {e}"]);
                 gst::FlowError::Error
             })?;

@@ -5,7 +5,8 @@
  * Finds every face in raw video, estimates each face's age and emotion with ONNX models (YuNet detector,
  * HSE or dlib age network, FER2013 Xception emotion networks), draws the results into the frame and attaches
  * one `GstVideoRegionOfInterestMeta` per face (type `face`, parameter structures `detection`, `age`,
- * `emotion`, `track`).
+ * `emotion`, `track`). It works in place on I420 and NV12 (as decoders produce them: only the detector input
+ * and the face crops are converted, and drawing goes into the planes) and on the packed RGB formats.
  *
  * ## Example launch line
  * |[
