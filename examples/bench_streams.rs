@@ -4,16 +4,17 @@
 //! total fps, per-stream fps and the element's per-frame latency percentiles.
 //!
 //! `cargo run --release --example bench_streams -- [VIDEO] [--streams 1,4,8] [--frames N] [--threads T]
-//!  [--set PROP=VALUE]...`
+//!  [--format BGRx|I420|...] [--shared-only] [--set PROP=VALUE]...`
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 
-fn decode(video: &str, max: usize) -> Result<(gst::Caps, Vec<gst::Buffer>), String> {
+fn decode(video: &str, format: &str, max: usize) -> Result<(gst::Caps, Vec<gst::Buffer>), String> {
     let p = gst::parse::launch(&format!(
-        "filesrc location=\"{video}\" ! decodebin ! videoconvert ! video/x-raw,format=BGRx ! appsink name=s sync=false"
+        "filesrc location=\"{video}\" ! decodebin ! videoconvert ! video/x-raw,format={format} ! appsink name=s \
+         sync=false"
     ))
     .map_err(|e| e.to_string())?
     .downcast::<gst::Pipeline>()
@@ -121,6 +122,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     gstfaceanalyze::plugin_register_static()?;
     let mut video = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/videos/stage_360p.mp4").to_string();
     let (mut streams, mut max, mut threads, mut extra) = (vec![1usize, 4, 8], 100usize, 1u32, Vec::new());
+    let mut format = "BGRx".to_string();
+    let mut modes = vec![true, false];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -129,6 +132,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--frames" => max = args.next().ok_or("--frames")?.parse()?,
             "--threads" => threads = args.next().ok_or("--threads")?.parse()?,
+            "--format" => format = args.next().ok_or("--format")?,
+            "--shared-only" => modes = vec![true],
             "--set" => {
                 let kv = args.next().ok_or("--set")?;
                 let (k, v) = kv.split_once('=').ok_or("--set K=V")?;
@@ -137,14 +142,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             v => video = v.to_string(),
         }
     }
-    let (caps, frames) = decode(&video, max)?;
+    let (caps, frames) = decode(&video, &format, max)?;
     let frames = Arc::new(frames);
     let mut props = vec![("threads".to_string(), threads.to_string())];
-    props.extend(extra);
+    props.extend(extra.iter().cloned());
     println!(
-        "{}: {} frames per stream, threads={threads} per element, {} cores",
+        "{}: {} frames per stream ({format}), threads={threads} per element, {:?}, {} cores",
         video.rsplit('/').next().unwrap_or(&video),
         frames.len(),
+        extra,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
@@ -152,7 +158,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "streams", "engines", "total fps", "fps/stream", "p50 ms", "p95 ms"
     );
     for &n in &streams {
-        for shared in [true, false] {
+        for &shared in &modes {
             if n == 1 && !shared {
                 continue;
             }

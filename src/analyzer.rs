@@ -103,6 +103,20 @@ pub struct FrameStats {
     /// Classifier runs (one per model per batch).
     pub age_runs: usize,
     pub emotion_runs: usize,
+    /// Faces in the largest cross-stream batch this frame's faces were classified in (0: not batched).
+    pub batch_faces: usize,
+}
+
+/// Writes classifier outputs into `faces` (one per detection, already filled in): `age` and `emotion` hold one entry
+/// per face, or are empty when that model did not run.
+pub fn assemble(faces: &mut [Face], age: &[AgeOutput], emotion: &[Option<EmotionEstimate>], gender: bool) {
+    for (f, a) in faces.iter_mut().zip(age) {
+        f.age = a.age;
+        f.gender_male = if gender { a.gender_male } else { None };
+    }
+    for (f, e) in faces.iter_mut().zip(emotion) {
+        f.emotion = *e;
+    }
 }
 
 /// Loaded models plus reusable per-frame buffers.
@@ -115,6 +129,10 @@ pub struct Analyzer {
     dets: Vec<Detection>,
     age_out: Vec<AgeOutput>,
     emotion_out: Vec<Option<EmotionEstimate>>,
+    /// Scratch of cross-stream batches ([`crate::engine`]): the concatenated inputs of one batch.
+    pub(crate) batch_input: Vec<f32>,
+    pub(crate) batch_age: Vec<AgeOutput>,
+    pub(crate) batch_emotion: Vec<Option<EmotionEstimate>>,
 }
 
 fn load_model(
@@ -139,7 +157,18 @@ impl Analyzer {
         let detector = Detector::new(Self::load_detector(&rt, cfg)?);
         let age = if cfg.age { Some(Self::load_age(&rt, cfg)?) } else { None };
         let emotion = if cfg.emotion { Some(Self::load_emotion(&rt, cfg)?) } else { None };
-        Ok(Self { runtime: rt, detector, age, emotion, dets: Vec::new(), age_out: Vec::new(), emotion_out: Vec::new() })
+        Ok(Self {
+            runtime: rt,
+            detector,
+            age,
+            emotion,
+            dets: Vec::new(),
+            age_out: Vec::new(),
+            emotion_out: Vec::new(),
+            batch_input: Vec::new(),
+            batch_age: Vec::new(),
+            batch_emotion: Vec::new(),
+        })
     }
 
     fn model_dir(cfg: &AnalyzerConfig) -> PathBuf {
@@ -238,22 +267,28 @@ impl Analyzer {
             let t = Instant::now();
             stats.invalid_outputs += age.estimate(frame, dets, &p.age, &mut self.age_out)?;
             stats.age_runs += dets.len().div_ceil(crate::inference::MAX_BATCH);
-            for (f, a) in faces.iter_mut().zip(&self.age_out) {
-                f.age = a.age;
-                f.gender_male = if p.analyze_gender { a.gender_male } else { None };
-            }
             stats.t_age += t.elapsed();
         }
         if let (true, Some(em)) = (p.analyze_emotion, self.emotion.as_mut()) {
             let t = Instant::now();
             stats.invalid_outputs += em.estimate(frame, dets, &p.emotion, &mut self.emotion_out)?;
             stats.emotion_runs += em.sessions().len() * dets.len().div_ceil(crate::inference::MAX_BATCH);
-            for (f, e) in faces.iter_mut().zip(&self.emotion_out) {
-                f.emotion = *e;
-            }
             stats.t_emotion += t.elapsed();
         }
+        let age = if p.analyze_age && self.age.is_some() { &self.age_out[..] } else { &[] };
+        let emotion = if p.analyze_emotion && self.emotion.is_some() { &self.emotion_out[..] } else { &[] };
+        assemble(faces, age, emotion, p.analyze_gender);
         Ok(())
+    }
+
+    /// The age model, for batches prepared elsewhere ([`crate::engine`]).
+    pub fn age_model(&mut self) -> Option<&mut AgeModel> {
+        self.age.as_mut()
+    }
+
+    /// The emotion model, for batches prepared elsewhere ([`crate::engine`]).
+    pub fn emotion_model(&mut self) -> Option<&mut EmotionModel> {
+        self.emotion.as_mut()
     }
 
     /// Detects every face in `frame` and classifies them all: the whole per-frame analysis.

@@ -3,8 +3,10 @@
 //! prediction in between, classification only when a track is new, due, or clearly larger, results fused over
 //! time, and a summary per track when it ends.
 
+use std::sync::Arc;
+
 use crate::analyzer::{AnalyzeParams, Analyzer, FrameStats};
-use crate::engine::SharedAnalyzer;
+use crate::engine::{BatchParams, Job, SharedAnalyzer};
 use crate::face::{Detection, Face};
 use crate::frame::FrameRef;
 use crate::inference::Result;
@@ -23,6 +25,8 @@ pub struct VideoParams {
     pub max_classify_per_frame: usize,
     /// Observations fused per track (0 = none: each result is the latest classification, unchanged).
     pub smoothing: usize,
+    /// Cross-stream batching when the engine is shared (see [`crate::engine`]).
+    pub batch: BatchParams,
 }
 
 pub const DEFAULT_INFERENCE_INTERVAL: u64 = 1;
@@ -39,6 +43,7 @@ impl Default for VideoParams {
             reclassify_interval: DEFAULT_RECLASSIFY_INTERVAL,
             max_classify_per_frame: DEFAULT_MAX_CLASSIFY_PER_FRAME,
             smoothing: DEFAULT_SMOOTHING,
+            batch: BatchParams::default(),
         }
     }
 }
@@ -75,6 +80,8 @@ pub struct VideoAnalyzer {
     sel_dets: Vec<Detection>,
     classified: Vec<Face>,
     last_detect: Option<u64>,
+    /// This stream's reusable request for cross-stream batches.
+    job: Arc<Job>,
     /// Faces classified since start.
     pub total_classified: u64,
 }
@@ -99,6 +106,7 @@ impl VideoAnalyzer {
             sel_dets: Vec::new(),
             classified: Vec::new(),
             last_detect: None,
+            job: Arc::default(),
             total_classified: 0,
         }
     }
@@ -174,7 +182,7 @@ impl VideoAnalyzer {
             // A failing classifier must not blind the detector: report the faces without new results (the tracks
             // stay due and are retried on the next detection frame).
             let (sel, out, fs) = (&self.sel_dets, &mut self.classified, &mut stats.frame);
-            let classified = self.analyzer.with(|a| a.classify(frame, sel, &p.analyze, out, fs));
+            let classified = self.analyzer.classify(frame, sel, &p.analyze, out, fs, &p.batch, &self.job);
             match classified {
                 Ok(()) => {
                     stats.classified = self.selected.len();

@@ -62,6 +62,8 @@ struct Live {
     max_classify_per_frame: u32,
     smoothing: u32,
     track_timeout: u32,
+    batch_timeout_us: u64,
+    max_batch_size: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -120,6 +122,8 @@ impl Default for Settings {
                 inference_interval: video::DEFAULT_INFERENCE_INTERVAL as u32,
                 reclassify_interval: video::DEFAULT_RECLASSIFY_INTERVAL as u32,
                 max_classify_per_frame: video::DEFAULT_MAX_CLASSIFY_PER_FRAME as u32,
+                batch_timeout_us: engine::DEFAULT_BATCH_TIMEOUT_US,
+                max_batch_size: engine::DEFAULT_MAX_BATCH_SIZE as u32,
                 smoothing: video::DEFAULT_SMOOTHING as u32,
                 track_timeout: TrackerParams::default().timeout_frames as u32,
             },
@@ -426,6 +430,21 @@ impl ObjectImpl for FaceAnalyze {
                     .default_value(video::DEFAULT_MAX_CLASSIFY_PER_FRAME as u32)
                     .mutable_playing()
                     .build(),
+                glib::ParamSpecUInt64::builder("batch-timeout")
+                    .nick("Batch timeout")
+                    .blurb("Microseconds this stream may wait for faces from other streams sharing its models (model-instance-id) so that all are classified in one batch; 0 never waits. A stream alone on its models never waits.")
+                    .maximum(1_000_000)
+                    .default_value(engine::DEFAULT_BATCH_TIMEOUT_US)
+                    .mutable_playing()
+                    .build(),
+                glib::ParamSpecUInt::builder("max-batch-size")
+                    .nick("Maximum batch size")
+                    .blurb("Stop waiting for other streams once a cross-stream batch holds this many faces.")
+                    .minimum(1)
+                    .maximum(1024)
+                    .default_value(engine::DEFAULT_MAX_BATCH_SIZE as u32)
+                    .mutable_playing()
+                    .build(),
                 glib::ParamSpecUInt::builder("smoothing")
                     .nick("Smoothing")
                     .blurb("Fuse each track's last this many classifications (age as a confidence-weighted median, emotion as averaged probabilities with hysteresis); 0 reports every classification unchanged.")
@@ -507,6 +526,8 @@ impl ObjectImpl for FaceAnalyze {
             "inference-interval" => s.live.inference_interval = value.get().expect("type checked upstream"),
             "reclassify-interval" => s.live.reclassify_interval = value.get().expect("type checked upstream"),
             "max-classify-per-frame" => s.live.max_classify_per_frame = value.get().expect("type checked upstream"),
+            "batch-timeout" => s.live.batch_timeout_us = value.get().expect("type checked upstream"),
+            "max-batch-size" => s.live.max_batch_size = value.get().expect("type checked upstream"),
             "smoothing" => s.live.smoothing = value.get().expect("type checked upstream"),
             "track-timeout" => s.live.track_timeout = value.get().expect("type checked upstream"),
             _ => unimplemented!(),
@@ -554,6 +575,8 @@ impl ObjectImpl for FaceAnalyze {
             "inference-interval" => s.live.inference_interval.to_value(),
             "reclassify-interval" => s.live.reclassify_interval.to_value(),
             "max-classify-per-frame" => s.live.max_classify_per_frame.to_value(),
+            "batch-timeout" => s.live.batch_timeout_us.to_value(),
+            "max-batch-size" => s.live.max_batch_size.to_value(),
             "smoothing" => s.live.smoothing.to_value(),
             "track-timeout" => s.live.track_timeout.to_value(),
             _ => unimplemented!(),
@@ -649,6 +672,10 @@ impl FaceAnalyze {
             inference_interval: live.inference_interval.max(1) as u64,
             reclassify_interval: live.reclassify_interval.max(1) as u64,
             max_classify_per_frame: live.max_classify_per_frame as usize,
+            batch: engine::BatchParams {
+                timeout: std::time::Duration::from_micros(live.batch_timeout_us),
+                max_faces: live.max_batch_size as usize,
+            },
             smoothing: live.smoothing as usize,
         }
     }

@@ -117,47 +117,74 @@ impl AgeModel {
         if dets.is_empty() {
             return Ok(0);
         }
-        self.prepare(frame, dets, p);
-        let n = dets.len();
-        let ages = &self.ages;
-        let kind = self.kind;
-        let shape: [usize; 4] = match kind {
-            AgeKind::Dlib => [n, 3, DLIB_SIZE, DLIB_SIZE],
-            AgeKind::Hse => [n, HSE_SIZE, HSE_SIZE, 3],
-        };
-        self.session.run(&shape, &self.input, |outs| {
-            let (probs_name, gender_name) = match kind {
-                AgeKind::Dlib => ("probabilities", None),
-                AgeKind::Hse => ("age_pred/Softmax:0", Some("gender_pred/Sigmoid:0")),
-            };
-            let (_, probs) = output(outs, probs_name)?;
-            let bins = ages.len();
-            if probs.len() != n * bins {
-                return Err(format!("{probs_name} holds {} values, expected {n}x{bins}", probs.len()));
-            }
-            let gender = match gender_name {
-                Some(g) => Some(output(outs, g)?.1).filter(|g| g.len() == n),
-                None => None,
-            };
-            let mut invalid = 0;
-            for (i, row) in probs.chunks_exact(bins).enumerate() {
-                let age = if all_in_range(row, 0.0, 1.0) { age_stats(row, ages) } else { None };
-                invalid += usize::from(age.is_none());
-                let gender_male = gender.and_then(|g| g.get(i).copied()).filter(|v| v.is_finite());
-                out.push(AgeOutput { age, gender_male: gender_male.map(|v| v.clamp(0.0, 1.0)) });
-            }
-            Ok(invalid)
-        })
+        prepare_batch(self.kind, frame, dets, p, &mut self.input);
+        run_input(&mut self.session, self.kind, &self.ages, &self.input, dets.len(), out)
     }
+
+    /// Runs the network on `n` faces already prepared by [`prepare_batch`] (possibly from several frames), in
+    /// batches of at most [`super::MAX_BATCH`]; appends one entry per face to `out` and returns how many were
+    /// invalid.
+    pub fn run_prepared(&mut self, input: &[f32], n: usize, out: &mut Vec<AgeOutput>) -> Result<usize> {
+        let per = input_len(self.kind);
+        let mut invalid = 0;
+        for (i, chunk) in input[..n * per].chunks(super::MAX_BATCH * per).enumerate() {
+            let m = (n - i * super::MAX_BATCH).min(super::MAX_BATCH);
+            invalid += run_input(&mut self.session, self.kind, &self.ages, chunk, m, out)?;
+        }
+        Ok(invalid)
+    }
+}
+
+/// Floats of network input per face.
+pub const fn input_len(kind: AgeKind) -> usize {
+    match kind {
+        AgeKind::Dlib => 3 * DLIB_SIZE * DLIB_SIZE,
+        AgeKind::Hse => 3 * HSE_SIZE * HSE_SIZE,
+    }
+}
+
+/// One inference call on `n` prepared faces; appends their outputs to `out`.
+fn run_input(
+    session: &mut ModelSession,
+    kind: AgeKind,
+    ages: &[f32],
+    input: &[f32],
+    n: usize,
+    out: &mut Vec<AgeOutput>,
+) -> Result<usize> {
+    let shape: [usize; 4] = match kind {
+        AgeKind::Dlib => [n, 3, DLIB_SIZE, DLIB_SIZE],
+        AgeKind::Hse => [n, HSE_SIZE, HSE_SIZE, 3],
+    };
+    session.run(&shape, &input[..n * input_len(kind)], |outs| {
+        let (probs_name, gender_name) = match kind {
+            AgeKind::Dlib => ("probabilities", None),
+            AgeKind::Hse => ("age_pred/Softmax:0", Some("gender_pred/Sigmoid:0")),
+        };
+        let (_, probs) = output(outs, probs_name)?;
+        let bins = ages.len();
+        if probs.len() != n * bins {
+            return Err(format!("{probs_name} holds {} values, expected {n}x{bins}", probs.len()));
+        }
+        let gender = match gender_name {
+            Some(g) => Some(output(outs, g)?.1).filter(|g| g.len() == n),
+            None => None,
+        };
+        let mut invalid = 0;
+        for (i, row) in probs.chunks_exact(bins).enumerate() {
+            let age = if all_in_range(row, 0.0, 1.0) { age_stats(row, ages) } else { None };
+            invalid += usize::from(age.is_none());
+            let gender_male = gender.and_then(|g| g.get(i).copied()).filter(|v| v.is_finite());
+            out.push(AgeOutput { age, gender_male: gender_male.map(|v| v.clamp(0.0, 1.0)) });
+        }
+        Ok(invalid)
+    })
 }
 
 /// Writes the batch input of `kind` for `dets` into `input` (resized to fit): aligned chips for dlib, crops for
 /// HSE, straight from the frame.
 pub fn prepare_batch(kind: AgeKind, frame: &FrameRef, dets: &[Detection], p: &AgeParams, input: &mut Vec<f32>) {
-    let per = match kind {
-        AgeKind::Dlib => 3 * DLIB_SIZE * DLIB_SIZE,
-        AgeKind::Hse => 3 * HSE_SIZE * HSE_SIZE,
-    };
+    let per = input_len(kind);
     input.resize(per * dets.len(), 0.0);
     for (d, chunk) in dets.iter().zip(input.chunks_exact_mut(per)) {
         match kind {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT OR Apache-2.0
 //! Emotion classification with the FER2013 Xception nets, all faces of a frame in one batch per network:
-//! gray 64x64 crops in [-1, 1], optionally with their mirror images, probabilities averaged over networks and flips.
+//! gray 64x64 crops in [-1, 1], optionally each followed by its mirror image, probabilities averaged over networks
+//! and flips.
 
 use super::Result;
 use super::session::{ModelSession, output};
@@ -47,7 +48,7 @@ impl EmotionModel {
         &self.sessions
     }
 
-    /// Writes the 64x64 gray crops of `dets` (and, with `flip`, their mirror images after them) into the input.
+    /// Writes the 64x64 gray crops of `dets` (each followed by its mirror image with `flip`) into the input.
     pub fn prepare(&mut self, frame: &FrameRef, dets: &[Detection], p: &EmotionParams) {
         prepare_batch(frame, dets, p, &mut self.input);
     }
@@ -77,12 +78,45 @@ impl EmotionModel {
         p: &EmotionParams,
         out: &mut Vec<Option<EmotionEstimate>>,
     ) -> Result<usize> {
-        let n = dets.len();
-        if n == 0 {
+        if dets.is_empty() {
             return Ok(0);
         }
-        self.prepare(frame, dets, p);
-        let rows = if p.flip { 2 * n } else { n };
+        prepare_batch(frame, dets, p, &mut self.input);
+        let input = std::mem::take(&mut self.input);
+        let r = self.run_input(&input, dets.len(), p.flip, out);
+        self.input = input;
+        r
+    }
+
+    /// Runs the networks on `n` faces already prepared by [`prepare_batch`] with `flip` (possibly from several
+    /// frames), in batches of at most [`super::MAX_BATCH`] faces; appends one entry per face to `out` and returns
+    /// how many were invalid.
+    pub fn run_prepared(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        flip: bool,
+        out: &mut Vec<Option<EmotionEstimate>>,
+    ) -> Result<usize> {
+        let per = input_len(flip);
+        let mut invalid = 0;
+        for (i, chunk) in input[..n * per].chunks(super::MAX_BATCH * per).enumerate() {
+            let m = (n - i * super::MAX_BATCH).min(super::MAX_BATCH);
+            invalid += self.run_input(chunk, m, flip, out)?;
+        }
+        Ok(invalid)
+    }
+
+    /// One call per network on `n` prepared faces; appends their averaged outputs to `out`.
+    fn run_input(
+        &mut self,
+        input: &[f32],
+        n: usize,
+        flip: bool,
+        out: &mut Vec<Option<EmotionEstimate>>,
+    ) -> Result<usize> {
+        let copies = if flip { 2 } else { 1 };
+        let rows = copies * n;
         self.acc.clear();
         self.acc.resize(n, [0.0; NUM_EMOTIONS]);
         self.valid.clear();
@@ -91,13 +125,13 @@ impl EmotionModel {
         for session in &mut self.sessions {
             let acc = &mut self.acc;
             let valid = &mut self.valid;
-            session.run(&shape, &self.input[..rows * PER], |outs| {
+            session.run(&shape, &input[..rows * PER], |outs| {
                 let (_, probs) = output(outs, "predictions")?;
                 if probs.len() != rows * NUM_EMOTIONS {
                     return Err(format!("predictions hold {} values, expected {rows}x{NUM_EMOTIONS}", probs.len()));
                 }
                 for (r, row) in probs.chunks_exact(NUM_EMOTIONS).enumerate() {
-                    let face = r % n;
+                    let face = r / copies;
                     if !all_in_range(row, 0.0, 1.0) {
                         valid[face] = false;
                         continue;
@@ -123,25 +157,26 @@ impl EmotionModel {
     }
 }
 
-/// Writes the 64x64 gray crops of `dets` (and, with `flip`, their mirror images after them) into the input.
+/// Floats of network input per face (two crops with `flip`).
+pub const fn input_len(flip: bool) -> usize {
+    if flip { 2 * PER } else { PER }
+}
+
+/// Writes the 64x64 gray crops of `dets` into the input, each followed by its mirror image with `flip`, so that a
+/// face's rows are contiguous and batches of several frames are plain concatenations.
 pub fn prepare_batch(frame: &FrameRef, dets: &[Detection], p: &EmotionParams, input: &mut Vec<f32>) {
-    let n = dets.len();
-    let copies = if p.flip { 2 } else { 1 };
-    input.resize(copies * n * PER, 0.0);
-    let (orig, mirrored) = input.split_at_mut(n * PER);
-    for (d, chunk) in dets.iter().zip(orig.chunks_exact_mut(PER)) {
+    let per = input_len(p.flip);
+    input.resize(dets.len() * per, 0.0);
+    for (d, chunk) in dets.iter().zip(input.chunks_exact_mut(per)) {
+        let (orig, mirrored) = chunk.split_at_mut(PER);
         let b = d.bbox;
         let m = crop_transform(b.x, b.y, b.w, b.h, p.margin, SIZE, SIZE);
         warp_affine(frame, &m, SIZE, SIZE, |x, y, rgb| {
-            chunk[y * SIZE + x] = (gray(rgb) / 255.0 - 0.5) * 2.0;
+            orig[y * SIZE + x] = (gray(rgb) / 255.0 - 0.5) * 2.0;
         });
-    }
-    if p.flip {
-        for (src, dst) in orig.chunks_exact(PER).zip(mirrored.chunks_exact_mut(PER)) {
-            for (srow, drow) in src.chunks_exact(SIZE).zip(dst.chunks_exact_mut(SIZE)) {
-                for (d, s) in drow.iter_mut().zip(srow.iter().rev()) {
-                    *d = *s;
-                }
+        for (srow, drow) in orig.chunks_exact(SIZE).zip(mirrored.chunks_exact_mut(SIZE)) {
+            for (d, s) in drow.iter_mut().zip(srow.iter().rev()) {
+                *d = *s;
             }
         }
     }
