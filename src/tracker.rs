@@ -92,7 +92,9 @@ impl Fuser {
         let mut lows = [(0f32, 0f32); MAX_WINDOW];
         let mut highs = [(0f32, 0f32); MAX_WINDOW];
         let (mut n, mut wsum, mut sd, mut conf) = (0, 0f32, 0f32, 0f32);
-        for a in self.recent(window).filter_map(|o| o.age) {
+        // The last `window` observations that carry an age (settled tracks are classified for age less often than
+        // for emotion, see `video`).
+        for a in self.recent(MAX_WINDOW).filter_map(|o| o.age).take(window) {
             // Confident (narrow) estimates count more.
             let w = 1.0 / (a.stddev * a.stddev + 1.0);
             vals[n] = (a.value, w);
@@ -161,6 +163,9 @@ pub struct Track {
     pub fuser: Fuser,
     pub last_classified_frame: Option<u64>,
     pub last_classified_area: f32,
+    /// Frame of the last age classification and how many the track had.
+    pub last_age_frame: Option<u64>,
+    pub age_observations: u32,
     /// Frames per reported emotion label, for the summary.
     pub emotion_frames: [u64; NUM_EMOTIONS],
     /// Confidence-weighted age over the whole track: sum of weights, of weight·value, ·low, ·high.
@@ -328,6 +333,8 @@ impl Tracker {
                     fuser: Fuser::default(),
                     last_classified_frame: None,
                     last_classified_area: 0.0,
+                    last_age_frame: None,
+                    age_observations: 0,
                     emotion_frames: [0; NUM_EMOTIONS],
                     age_acc: [0.0; 4],
                     best: None,

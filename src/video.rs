@@ -33,6 +33,9 @@ pub const DEFAULT_INFERENCE_INTERVAL: u64 = 1;
 pub const DEFAULT_RECLASSIFY_INTERVAL: u64 = 5;
 pub const DEFAULT_MAX_CLASSIFY_PER_FRAME: usize = 0;
 pub const DEFAULT_SMOOTHING: usize = 8;
+/// With smoothing on, a track whose fused age already holds `smoothing` observations is classified for age only
+/// every this many reclassifications (emotion keeps every one); a face that grows clearly larger is redone at once.
+pub const AGE_SETTLED_FACTOR: u64 = 6;
 
 impl Default for VideoParams {
     fn default() -> Self {
@@ -79,6 +82,7 @@ pub struct VideoAnalyzer {
     selected: Vec<(Option<u64>, usize, usize)>,
     sel_dets: Vec<Detection>,
     classified: Vec<Face>,
+    classified_rest: Vec<Face>,
     last_detect: Option<u64>,
     /// This stream's reusable request for cross-stream batches.
     job: Arc<Job>,
@@ -105,6 +109,7 @@ impl VideoAnalyzer {
             selected: Vec::new(),
             sel_dets: Vec::new(),
             classified: Vec::new(),
+            classified_rest: Vec::new(),
             last_detect: None,
             job: Arc::default(),
             total_classified: 0,
@@ -176,13 +181,38 @@ impl VideoAnalyzer {
             self.selected.truncate(budget);
             self.selected.sort_by_key(|&(_, di, _)| di);
         }
+        // Age does not change within a video: once a track's fused age is settled, its age is classified only
+        // every AGE_SETTLED_FACTOR reclassifications (emotion keeps the full rate). Age-due faces go first.
+        let age_on = p.analyze.analyze_age && self.has_age;
+        let emotion_on = p.analyze.analyze_emotion && self.has_emotion;
+        let age_period = AGE_SETTLED_FACTOR * p.reclassify_interval.max(1);
+        let age_due = |t: &crate::tracker::Track, det: &Detection| {
+            age_on
+                && (window == 0
+                    || t.age_observations < window as u32
+                    || t.last_age_frame.is_none_or(|l| frame_no < l || frame_no - l >= age_period)
+                    || det.bbox.area() > 1.5 * t.last_classified_area)
+        };
+        let (tracks, dets) = (self.tracker.tracks(), &self.dets);
+        if !emotion_on {
+            self.selected.retain(|&(_, di, ti)| age_due(&tracks[ti], &dets[di]));
+        }
+        self.selected.sort_by_key(|&(_, di, ti)| (!age_due(&tracks[ti], &dets[di]), di));
+        let n_age = self.selected.iter().take_while(|&&(_, di, ti)| age_due(&tracks[ti], &dets[di])).count();
         if !self.selected.is_empty() {
             self.sel_dets.clear();
             self.sel_dets.extend(self.selected.iter().map(|&(_, di, _)| self.dets[di]));
             // A failing classifier must not blind the detector: report the faces without new results (the tracks
             // stay due and are retried on the next detection frame).
             let (sel, out, fs) = (&self.sel_dets, &mut self.classified, &mut stats.frame);
-            let classified = self.analyzer.classify(frame, sel, &p.analyze, out, fs, &p.batch, &self.job);
+            let (with_age, emotion_only) = sel.split_at(n_age);
+            let mut classified = self.analyzer.classify(frame, with_age, &p.analyze, out, fs, &p.batch, &self.job);
+            if classified.is_ok() && !emotion_only.is_empty() {
+                let pe = AnalyzeParams { analyze_age: false, ..p.analyze };
+                let rest = &mut self.classified_rest;
+                classified = self.analyzer.classify(frame, emotion_only, &pe, rest, fs, &p.batch, &self.job);
+                out.extend_from_slice(rest);
+            }
             match classified {
                 Ok(()) => {
                     stats.classified = self.selected.len();
@@ -194,9 +224,13 @@ impl VideoAnalyzer {
                 }
             }
             let tracks = self.tracker.tracks_mut();
-            for (&(_, di, ti), c) in self.selected.iter().zip(&self.classified) {
+            for (k, (&(_, di, ti), c)) in self.selected.iter().zip(&self.classified).enumerate() {
                 let t = &mut tracks[ti];
                 t.fuser.push(c.age, c.emotion);
+                if k < n_age {
+                    t.last_age_frame = Some(frame_no);
+                    t.age_observations += 1;
+                }
                 t.last_classified_frame = Some(frame_no);
                 t.last_classified_area = self.dets[di].bbox.area();
                 if c.gender_male.is_some() {

@@ -196,6 +196,52 @@ fn reclassify_interval_cuts_classifier_runs() {
 }
 
 #[test]
+fn settled_ages_are_classified_less_often_than_emotions() {
+    let Some(frames) = stage_frames(150) else { return };
+    let Some(a) = analyzer(|c| c.age_model = "dlib".into()) else { return };
+    let mut va = VideoAnalyzer::new(a);
+    // Reclassify every frame (smoothing on): a settled track's age then comes every AGE_SETTLED_FACTOR frames.
+    let p = VideoParams { reclassify_interval: 1, ..Default::default() };
+    let (mut faces, mut ended) = (Vec::new(), Vec::new());
+    let (mut age_runs, mut emotion_runs) = (0, 0);
+    for (i, (img, pts)) in frames.iter().enumerate() {
+        let s = va.process(&img.frame(), i as u64, *pts, &p, &mut faces, &mut ended).unwrap();
+        age_runs += s.frame.age_runs;
+        emotion_runs += s.frame.emotion_runs;
+        assert!(faces.iter().all(|f| f.age.is_some() && f.emotion.is_some()), "frame {i}: every face keeps its age");
+    }
+    let window = p.smoothing as u32;
+    let mut long_tracks = 0;
+    for t in va.tracker().tracks() {
+        assert!(t.age_observations <= t.fuser.total);
+        if t.fuser.total >= 2 * window {
+            long_tracks += 1;
+            // `window` observations to settle, then one in AGE_SETTLED_FACTOR.
+            let settled = (t.fuser.total - window) as u64;
+            let most = window as u64 + settled.div_ceil(gstfaceanalyze::video::AGE_SETTLED_FACTOR) + 1;
+            assert!(
+                (t.age_observations as u64) <= most,
+                "track {}: {} ages in {}",
+                t.id,
+                t.age_observations,
+                t.fuser.total
+            );
+            assert!(t.age_observations >= window, "track {}: ages until settled", t.id);
+        }
+    }
+    eprintln!("stage_360p 150 frames: {age_runs} age runs, {emotion_runs} emotion runs, {long_tracks} long tracks");
+    assert!(long_tracks >= 1, "stage_360p has faces tracked for {} classifications", 2 * window);
+    assert!(age_runs < emotion_runs, "age runs {age_runs} vs emotion runs {emotion_runs}");
+    // Without smoothing every classification carries a new age (each result is reported unchanged).
+    let mut va = VideoAnalyzer::new(analyzer(|c| c.age_model = "dlib".into()).unwrap());
+    let p = VideoParams { smoothing: 0, reclassify_interval: 1, ..Default::default() };
+    for (i, (img, pts)) in frames.iter().take(60).enumerate() {
+        va.process(&img.frame(), i as u64, *pts, &p, &mut faces, &mut ended).unwrap();
+    }
+    assert!(va.tracker().tracks().iter().all(|t| t.age_observations == t.fuser.total));
+}
+
+#[test]
 fn smoothing_none_reproduces_per_frame_results_exactly() {
     let Some(frames) = stage_frames(30) else { return };
     let Some(mut a) = analyzer(|_| {}) else { return };
