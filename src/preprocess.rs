@@ -210,11 +210,7 @@ pub fn warp_affine(
         Pixels::Yuv(f) => {
             for y in 0..out_h {
                 for x in 0..out_w {
-                    let (xf, yf) = (x as f32, y as f32);
-                    let sx = m[0] * xf + m[1] * yf + m[2];
-                    let sy = m[3] * xf + m[4] * yf + m[5];
-                    let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, maxx) };
-                    let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
+                    let (sx, sy) = source_point(m, x, y, maxx, maxy);
                     put(x, y, f.sample(sx, sy, width, height));
                 }
             }
@@ -229,12 +225,7 @@ pub fn warp_affine(
     let data = frame.data;
     for y in 0..out_h {
         for x in 0..out_w {
-            let (xf, yf) = (x as f32, y as f32);
-            let sx = m[0] * xf + m[1] * yf + m[2];
-            let sy = m[3] * xf + m[4] * yf + m[5];
-            // NaN clamps to the minimum, so a broken transform samples a corner instead of reading out of bounds.
-            let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, maxx) };
-            let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
+            let (sx, sy) = source_point(m, x, y, maxx, maxy);
             let x0 = sx as usize;
             let y0 = sy as usize;
             let x1 = (x0 + 1).min(width - 1);
@@ -252,6 +243,18 @@ pub fn warp_affine(
             put(x, y, [s(ro), s(go), s(bo)]);
         }
     }
+}
+
+/// The frame point that output pixel (x, y) samples, clamped into `[0, maxx] x [0, maxy]`. NaN clamps to the
+/// minimum, so a broken transform samples a corner instead of reading out of bounds.
+#[inline]
+fn source_point(m: &Affine, x: usize, y: usize, maxx: f32, maxy: f32) -> (f32, f32) {
+    let (xf, yf) = (x as f32, y as f32);
+    let sx = m[0] * xf + m[1] * yf + m[2];
+    let sy = m[3] * xf + m[4] * yf + m[5];
+    let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, maxx) };
+    let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, maxy) };
+    (sx, sy)
 }
 
 /// [`warp_affine`] for a scale-and-translate map (a crop resize): horizontal taps computed once per call, two source

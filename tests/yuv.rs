@@ -12,26 +12,9 @@ use gstfaceanalyze::face::Face;
 use gstfaceanalyze::frame::{FrameRef, PixelLayout, YuvLayout, YuvMatrix};
 use gstfaceanalyze::meta;
 
-/// One decoded frame of `path` in caps `format`, with its info, via `decodebin ! videoconvert`.
+/// Frame `skip_frames` of `path` decoded in caps `format`, with its info.
 fn decode_as(path: &std::path::Path, format: &str, skip_frames: usize) -> (gst::Buffer, gst_video::VideoInfo) {
-    init_gst();
-    let p = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} ! appsink name=sink sync=false",
-        path.display()
-    ))
-    .unwrap()
-    .downcast::<gst::Pipeline>()
-    .unwrap();
-    let sink = p.by_name("sink").unwrap().downcast::<gst_app::AppSink>().unwrap();
-    p.set_state(gst::State::Playing).unwrap();
-    let mut got = None;
-    for _ in 0..=skip_frames {
-        got = Some(sink.pull_sample().expect("a decoded frame"));
-    }
-    p.set_state(gst::State::Null).unwrap();
-    let sample = got.unwrap();
-    let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-    (sample.buffer_owned().unwrap(), info)
+    decode_buffers(path, format, skip_frames + 1).pop().expect("a decoded frame")
 }
 
 fn matrix_of(info: &gst_video::VideoInfo) -> YuvMatrix {

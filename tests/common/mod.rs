@@ -334,13 +334,13 @@ pub fn isolated(name: &str) -> bool {
     std::env::var("FA_ISOLATED").is_ok_and(|v| v == name)
 }
 
-/// Decodes up to `max` frames of a video into RGB images (with their timestamps).
-pub fn decode_frames(path: &std::path::Path, max: usize) -> Vec<(Rgb, Option<u64>)> {
+/// Decodes up to `max` frames of a video (or one photo) in caps format `format` (`decodebin ! videoconvert`):
+/// the buffers with their video info.
+pub fn decode_buffers(path: &std::path::Path, format: &str, max: usize) -> Vec<(gst::Buffer, gst_video::VideoInfo)> {
     use gst::prelude::*;
-    use gst_video::prelude::*;
     init_gst();
     let p = gst::parse::launch(&format!(
-        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format=RGB ! appsink name=sink sync=false",
+        "filesrc location={} ! decodebin ! videoconvert ! video/x-raw,format={format} ! appsink name=sink sync=false",
         path.display()
     ))
     .unwrap()
@@ -352,19 +352,29 @@ pub fn decode_frames(path: &std::path::Path, max: usize) -> Vec<(Rgb, Option<u64
     while out.len() < max {
         let Ok(sample) = sink.pull_sample() else { break };
         let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
-        let buf = sample.buffer().unwrap();
-        let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).unwrap();
-        let (w, h) = (info.width() as usize, info.height() as usize);
-        let stride = frame.plane_stride()[0] as usize;
-        let src = frame.plane_data(0).unwrap();
-        let mut data = Vec::with_capacity(w * h * 3);
-        for y in 0..h {
-            data.extend_from_slice(&src[y * stride..y * stride + w * 3]);
-        }
-        out.push((Rgb { data, width: w, height: h }, buf.pts().map(|t| t.nseconds())));
+        out.push((sample.buffer_owned().unwrap(), info));
     }
     p.set_state(gst::State::Null).unwrap();
     out
+}
+
+/// Decodes up to `max` frames of a video into RGB images (with their timestamps).
+pub fn decode_frames(path: &std::path::Path, max: usize) -> Vec<(Rgb, Option<u64>)> {
+    use gst_video::prelude::*;
+    decode_buffers(path, "RGB", max)
+        .into_iter()
+        .map(|(buf, info)| {
+            let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf.as_ref(), &info).unwrap();
+            let (w, h) = (info.width() as usize, info.height() as usize);
+            let stride = frame.plane_stride()[0] as usize;
+            let src = frame.plane_data(0).unwrap();
+            let mut data = Vec::with_capacity(w * h * 3);
+            for y in 0..h {
+                data.extend_from_slice(&src[y * stride..y * stride + w * 3]);
+            }
+            (Rgb { data, width: w, height: h }, buf.pts().map(|t| t.nseconds()))
+        })
+        .collect()
 }
 
 /// Peak resident memory of this process in KiB (`VmHWM` of /proc/self/status), 0 where it cannot be read.
