@@ -214,7 +214,15 @@ def fetch_url(src, work):
     return [out], f"{url}"
 
 
-FETCHERS = {"pypi": fetch_pypi, "npm": fetch_npm, "url": fetch_url}
+def fetch_repo(src, work):
+    """A file committed to this repository (the project's own derived or trained models): nothing to download."""
+    path = REPO / src["path"]
+    if not path.is_file():
+        raise FetchError(f"{path} is missing from the repository checkout")
+    return [path], f"repository file {src['path']}"
+
+
+FETCHERS = {"pypi": fetch_pypi, "npm": fetch_npm, "url": fetch_url, "repo": fetch_repo}
 
 
 # -------------------------------------------------------------------------------------------------- conversion
@@ -378,7 +386,8 @@ def fetch_one(entry, dest_dir, mirror):
             how = convert_and_check(entry, files, placer, work)
             log(f"ok {name} (from {origin}; {how})")
         else:
-            placer.install_verified(files[0], origin, copy=False)
+            # Never move a file out of the repository checkout.
+            placer.install_verified(files[0], origin, copy=src["kind"] == "repo")
             log(f"ok {name} (from {origin}, sha256 verified)")
 
 

@@ -18,7 +18,7 @@ fn analyze(a: &mut gstfaceanalyze::analyzer::Analyzer, f: &FrameRef, p: &Analyze
 #[test]
 fn obama_one_face_age_40_to_60_with_both_age_models() {
     let Some(img) = photo("images/face_recognition/examples/obama.jpg") else { return };
-    for age_model in ["hse", "dlib"] {
+    for age_model in ["hse-int8", "hse", "dlib-int8", "dlib"] {
         let Some(mut a) = analyzer(|c| c.age_model = age_model.into()) else { return };
         let faces = analyze(&mut a, &img.frame(), &AnalyzeParams::default());
         assert_eq!(faces.len(), 1, "{age_model}: {faces:?}");
@@ -35,6 +35,41 @@ fn obama_one_face_age_40_to_60_with_both_age_models() {
         assert!(age.low <= age.value && age.value <= age.high && age.stddev > 0.0, "{age:?}");
         let e = f.emotion.expect("emotion");
         assert!((e.probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-3);
+    }
+}
+
+#[test]
+fn int8_models_agree_with_float_on_real_faces() {
+    let Some(img) = photo("images/group_photo/t1.jpg") else { return };
+    for (int8, float) in [("hse-int8", "hse"), ("dlib-int8", "dlib")] {
+        let Some(mut q) = analyzer(|c| c.age_model = int8.into()) else { return };
+        let Some(mut f) = analyzer(|c| c.age_model = float.into()) else { return };
+        let (fq, ff) = (
+            analyze(&mut q, &img.frame(), &AnalyzeParams::default()),
+            analyze(&mut f, &img.frame(), &AnalyzeParams::default()),
+        );
+        assert_eq!(fq.len(), 6);
+        let diffs: Vec<f32> = fq.iter().zip(&ff).map(|(a, b)| a.age.unwrap().value - b.age.unwrap().value).collect();
+        eprintln!("{int8} - {float} ages on t1.jpg: {diffs:?}");
+        assert!(diffs.iter().all(|d| d.abs() < 2.0), "{int8}: {diffs:?}");
+        assert!(diffs.iter().map(|d| d.abs()).sum::<f32>() / 6.0 < 1.0, "{int8}: {diffs:?}");
+    }
+    // The default ensemble runs mini with int8 big; against mini with float big, the probabilities stay close.
+    let Some(mut q) = analyzer(|_| {}) else { return };
+    let Some(mut b) = analyzer(|c| c.emotion_model = "big".into()) else { return };
+    let Some(mut m) = analyzer(|c| c.emotion_model = "mini".into()) else { return };
+    let p = AnalyzeParams::default();
+    let (eq, eb, em) =
+        (analyze(&mut q, &img.frame(), &p), analyze(&mut b, &img.frame(), &p), analyze(&mut m, &img.frame(), &p));
+    for ((fq, fb), fm) in eq.iter().zip(&eb).zip(&em) {
+        let (pq, pb, pm) =
+            (fq.emotion.unwrap().probabilities, fb.emotion.unwrap().probabilities, fm.emotion.unwrap().probabilities);
+        let l1: f32 = (0..7).map(|i| (pq[i] - (pb[i] + pm[i]) / 2.0).abs()).sum();
+        assert!(
+            l1 < 0.2,
+            "ensemble {pq:?} vs float mean {:?}",
+            (0..7).map(|i| (pb[i] + pm[i]) / 2.0).collect::<Vec<_>>()
+        );
     }
 }
 
