@@ -429,6 +429,23 @@ fn age_mae_matches_own_predictions_and_is_exact_for_shifted_labels() {
     assert_eq!(v["no_face"]["count"], 1);
     let src = std::fs::read_to_string(&rs).unwrap();
     assert!(src.contains("pub const HSE_CALIBRATION: &[(f32, f32)] = &["), "{src}");
+
+    // The fixed training split: positions 0-2 of 5 are train, 3 dev, 4 test.
+    use eval::age::{AgeTask, TrainSplit};
+    for (split, want) in
+        [(TrainSplit::Train, &rels[..3]), (TrainSplit::Dev, &rels[3..4]), (TrainSplit::Test, &rels[4..])]
+    {
+        let task = AgeTask { split: Some(split), ..Default::default() };
+        let rep = eval::age::evaluate(&dir, &opts(), &task).unwrap();
+        let got: Vec<&str> = rep.records.iter().map(|r| r.rel.as_str()).collect();
+        assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>(), "{split:?}");
+    }
+    let (code, out, err) = run_bin(&["age", dir.to_str().unwrap(), "--split", "dev", "--threads", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("[dev split] (1 images)"), "{out}");
+    let (code, _, err) = run_bin(&["age", dir.to_str().unwrap(), "--split", "holdout"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("expected train, dev or test"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -316,11 +316,45 @@ pub struct AgeTask {
     pub apply_calibration: Option<CalibrationSet>,
     /// The faces the calibration split fits on and is measured on.
     pub calibration_set: CalibrationSet,
+    /// Only the images of this part of the fixed training split (see [`TrainSplit`]).
+    pub split: Option<TrainSplit>,
 }
 
 impl Default for AgeTask {
     fn default() -> Self {
-        Self { apply_calibration: None, calibration_set: CalibrationSet::All }
+        Self { apply_calibration: None, calibration_set: CalibrationSet::All, split: None }
+    }
+}
+
+/// The fixed split of a UTKFace-style folder used to train and choose the project's own age models
+/// (`models/train/`): images sorted by manifest path; position `i` goes to `train` when `i % 5` is 0, 1 or 2, to
+/// `dev` (choices) when it is 3 and to `test` (held back: the reported figure) when it is 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainSplit {
+    Train,
+    Dev,
+    Test,
+}
+
+impl TrainSplit {
+    pub fn of(position: usize) -> Self {
+        match position % 5 {
+            0..=2 => TrainSplit::Train,
+            3 => TrainSplit::Dev,
+            _ => TrainSplit::Test,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainSplit::Train => "train",
+            TrainSplit::Dev => "dev",
+            TrainSplit::Test => "test",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [TrainSplit::Train, TrainSplit::Dev, TrainSplit::Test].into_iter().find(|t| t.name() == s)
     }
 }
 
@@ -341,6 +375,8 @@ pub struct AgeReport {
     pub detected: AgeMetrics,
     pub fallback: AgeMetrics,
     pub split: CalibrationSplit,
+    /// The part of the fixed training split evaluated (`None`: every image).
+    pub train_split: Option<TrainSplit>,
     pub wall_s: f64,
     pub threads: usize,
     pub jobs: usize,
@@ -356,7 +392,11 @@ pub fn builtin_table(kind: AgeKind, set: CalibrationSet) -> &'static [(f32, f32)
 }
 
 pub fn evaluate(dir: &Path, opts: &EvalOptions, task: &AgeTask) -> Result<AgeReport> {
-    let all = load(dir)?;
+    let mut all = load(dir)?;
+    if let Some(split) = task.split {
+        let mut pos = 0..;
+        all.retain(|_| pos.next().map(TrainSplit::of) == Some(split));
+    }
     let items: Vec<AgeItem> = spread_indices(all.len(), opts.limit).into_iter().map(|i| all[i].clone()).collect();
     let start = Instant::now();
     let mut params = opts.params(0, DEFAULT_THRESHOLD);
@@ -419,6 +459,7 @@ pub fn evaluate(dir: &Path, opts: &EvalOptions, task: &AgeTask) -> Result<AgeRep
         detected: metrics(&pairs(&|r| r.source == FaceSource::Detected, true)),
         fallback: metrics(&pairs(&|r| r.source == FaceSource::Fallback && r.error.is_none(), true)),
         split: calibration_split(&raw_all, task.calibration_set),
+        train_split: task.split,
         records,
         wall_s: start.elapsed().as_secs_f64(),
         threads: opts.threads,
@@ -438,6 +479,21 @@ impl AgeReport {
     pub fn to_json(&self) -> Value {
         let mut v = self.metrics.to_json();
         let o = v.as_object_mut().expect("metrics are an object");
+        o.insert(
+            "images".into(),
+            json!(match self.train_split {
+                Some(t) => format!(
+                    "{} split: sorted by path, positions i with i % 5 {}",
+                    t.name(),
+                    match t {
+                        TrainSplit::Train => "in 0..=2",
+                        TrainSplit::Dev => "= 3",
+                        TrainSplit::Test => "= 4",
+                    }
+                ),
+                None => "all".into(),
+            }),
+        );
         let p = &self.params;
         let n_images = self.records.len();
         let applied = match self.applied {
@@ -505,8 +561,9 @@ impl AgeReport {
             AgeKind::Dlib => format!("{} (dlib, align {})", self.age_model, align_name(p.age.align)),
         };
         let mut s = format!(
-            "Age on {} ({} images), model {model}, detection-size {}, threshold {}\n",
+            "Age on {}{} ({} images), model {model}, detection-size {}, threshold {}\n",
             self.dir.display(),
+            self.train_split.map(|t| format!(" [{} split]", t.name())).unwrap_or_default(),
             self.records.len(),
             p.detector.size,
             p.detector.threshold

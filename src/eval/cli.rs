@@ -26,8 +26,8 @@ Options:
                           heat map go to eval-detect.csv/.png and eval-emotion.png in the current folder
   --limit N               only N items (detect: the first N images; age: N spread evenly over the sorted
                           manifest; emotion: round-robin over the classes)
-  --age-model M           hse | dlib | PATH (default hse)
-  --emotion-model M       mini | big | ensemble | PATH (default mini)
+  --age-model M           hse-int8 | hse | dlib-int8 | dlib | PATH (default hse-int8, the element's)
+  --emotion-model M       ensemble | mini | big | big-int8 | PATH (default ensemble, the element's)
   --threshold T           detection threshold (default 0.6, the element's; detect: the operating point marked
                           in the report, the sweep always starts at 0.05)
   --detection-size N      detector input long side, 0 = native (default: detect 640 as the element; age 0;
@@ -47,6 +47,8 @@ Options:
   --fit-calibration FILE  age: write the calibration fitted on the even half as a Rust constant to FILE
   --calibration-ages S    age: fit and measure the calibration split on all labelled ages (default) or 21-60
   --calibrate S           age: apply the model's built-in calibration table fitted on S (all | 21-60) first
+  --split S               age: only the train | dev | test part of the fixed split used by models/train/ (images
+                          sorted by path, position i: i % 5 = 0-2 train, 3 dev, 4 test)
   --progress / --quiet    force the progress bar on stderr on / off (default: on when stderr is a terminal)
   -h, --help              this text";
 
@@ -69,6 +71,7 @@ pub struct Args {
     pub fit_calibration: Option<PathBuf>,
     pub calibrate: Option<age::CalibrationSet>,
     pub calibration_set: age::CalibrationSet,
+    pub split: Option<age::TrainSplit>,
 }
 
 fn parse_num<T: std::str::FromStr>(opt: &str, v: &str) -> Result<T> {
@@ -91,6 +94,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut opts = EvalOptions { progress: std::io::stderr().is_terminal(), ..EvalOptions::default() };
     let (mut json, mut predictions, mut fit_calibration, mut calibrate) = (None, None, None, None);
     let mut calibration_set = age::CalibrationSet::All;
+    let mut split = None;
     let set = |opt: &str, v: String| {
         age::CalibrationSet::from_name(&v).ok_or_else(|| EvalError::Usage(format!("{opt} {v}: expected all or 21-60")))
     };
@@ -109,6 +113,12 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
             "--fit-calibration" => fit_calibration = Some(PathBuf::from(value()?)),
             "--calibrate" => calibrate = Some(set(&name, value()?)?),
             "--calibration-ages" => calibration_set = set(&name, value()?)?,
+            "--split" => {
+                let v = value()?;
+                let s = age::TrainSplit::from_name(&v)
+                    .ok_or_else(|| EvalError::Usage(format!("--split {v}: expected train, dev or test")))?;
+                split = Some(s);
+            }
             "--limit" => {
                 let n: usize = parse_num(&name, &value()?)?;
                 if n == 0 {
@@ -180,8 +190,9 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     };
     only(fit_calibration.is_some(), "--fit-calibration", Command::Age)?;
     only(calibrate.is_some(), "--calibrate", Command::Age)?;
+    only(split.is_some(), "--split", Command::Age)?;
     only(opts.detect, "--detect", Command::Emotion)?;
-    Ok(Some(Args { command, dir, opts, json, predictions, fit_calibration, calibrate, calibration_set }))
+    Ok(Some(Args { command, dir, opts, json, predictions, fit_calibration, calibrate, calibration_set, split }))
 }
 
 fn companion(json: Option<&Path>, ext: &str, default: &str) -> PathBuf {
@@ -217,7 +228,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Age => {
-            let task = age::AgeTask { apply_calibration: args.calibrate, calibration_set: args.calibration_set };
+            let task = age::AgeTask {
+                apply_calibration: args.calibrate,
+                calibration_set: args.calibration_set,
+                split: args.split,
+            };
             let r = age::evaluate(&args.dir, &args.opts, &task)?;
             print(out, &r.table());
             if let Some(j) = &args.json {
