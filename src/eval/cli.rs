@@ -26,6 +26,7 @@ Options:
                           heat map go to eval-detect.csv/.png and eval-emotion.png in the current folder
   --limit N               only N items (detect: the first N images; age: N spread evenly over the sorted
                           manifest; emotion: round-robin over the classes)
+  --detector-model M      yunet | PATH (default yunet)
   --age-model M           hse-int8 | hse | dlib-int8 | dlib | PATH (default hse-int8, the element's)
   --emotion-model M       ensemble | mini | big | big-int8 | PATH (default ensemble, the element's)
   --threshold T           detection threshold (default 0.6, the element's; detect: the operating point marked
@@ -126,6 +127,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
                 }
                 opts.limit = Some(n);
             }
+            "--detector-model" => opts.detector_model = value()?,
             "--age-model" => opts.age_model = value()?,
             "--emotion-model" => opts.emotion_model = value()?,
             "--threshold" => opts.threshold = Some(parse_fraction(&name, &value()?, 1.0)?),

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::align::AlignPoints;
-use crate::analyzer::{AnalyzeParams, Analyzer, AnalyzerConfig, DEFAULT_AGE_MODEL, DEFAULT_EMOTION_MODEL};
+use crate::analyzer::{
+    AnalyzeParams, Analyzer, AnalyzerConfig, DEFAULT_AGE_MODEL, DEFAULT_DETECTOR_MODEL, DEFAULT_EMOTION_MODEL,
+};
 use crate::inference::{ExecutionProvider, InferenceError, SessionOptions};
 
 /// Why an evaluation could not run.
@@ -52,9 +54,11 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EvalError + 
 pub struct EvalOptions {
     /// Evaluate only this many items, chosen deterministically (see each loader).
     pub limit: Option<usize>,
-    /// `hse`, `dlib` or a path (the element's `age-model`).
+    /// `yunet` or a path (the element's `detector-model`).
+    pub detector_model: String,
+    /// `hse-int8`, `hse`, `dlib-int8`, `dlib` or a path (the element's `age-model`).
     pub age_model: String,
-    /// `mini`, `big`, `ensemble` or a path (the element's `emotion-model`).
+    /// `ensemble`, `mini`, `big`, `big-int8` or a path (the element's `emotion-model`).
     pub emotion_model: String,
     /// Detection threshold (the element's `threshold`).
     pub threshold: Option<f32>,
@@ -85,6 +89,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         Self {
             limit: None,
+            detector_model: DEFAULT_DETECTOR_MODEL.into(),
             age_model: DEFAULT_AGE_MODEL.into(),
             emotion_model: DEFAULT_EMOTION_MODEL.into(),
             threshold: None,
@@ -111,6 +116,7 @@ impl EvalOptions {
         AnalyzerConfig {
             onnxruntime_library: self.onnxruntime_library.clone(),
             model_dir: self.model_dir.clone(),
+            detector_model: self.detector_model.clone(),
             age_model: self.age_model.clone(),
             emotion_model: self.emotion_model.clone(),
             age,
