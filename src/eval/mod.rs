@@ -122,7 +122,6 @@ impl EvalOptions {
             age,
             emotion,
             session: SessionOptions { provider: self.provider, threads, ..SessionOptions::default() },
-            ..AnalyzerConfig::default()
         }
     }
 
