@@ -5,7 +5,7 @@
 //!
 //! `cargo run --release --example bench_pipeline -- [VIDEO] [--frames N] [--format BGRx|RGB|...] [--mode M]...
 //!  [--set PROP=VALUE]...` with modes `defaults`, `every-face` (reclassify-interval=1 smoothing=0),
-//! `every-face-fast` (the same with age-model=dlib), `detect-only` (analyze-age/emotion=false); default: all four.
+//! `every-face-fast` (the same with the fast models: age-model=dlib-int8 emotion-model=mini), `detect-only` (analyze-age/emotion=false); default: all four.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -183,7 +183,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "every-face-fast" => vec![
                 ("reclassify-interval".into(), "1".into()),
                 ("smoothing".into(), "0".into()),
-                ("age-model".into(), "dlib".into()),
+                ("age-model".into(), "dlib-int8".into()),
+                ("emotion-model".into(), "mini".into()),
             ],
             "detect-only" => vec![("analyze-age".into(), "false".into()), ("analyze-emotion".into(), "false".into())],
             m => return Err(format!("unknown mode {m}").into()),
