@@ -24,7 +24,7 @@ done
 
 echo "== decode + analyse, every face every frame (peer settings), street_1080p: wall seconds"
 every="draw=false reclassify-interval=1 smoothing=0 emotion-model=mini"
-for age in dlib-int8 hse-int8; do
+for age in dlib hse dlib-int8 hse-int8; do
     for conv in "videoconvert ! video/x-raw,format=BGRx !" ""; do
         start=$(date +%s.%N)
         gst-launch-1.0 -q filesrc location="$street" ! decodebin ! $conv faceanalyze $every age-model=$age ! fakesink
