@@ -8,7 +8,7 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gstfaceanalyze::analyzer::{AnalyzeParams, Analyzer, AnalyzerConfig};
 use gstfaceanalyze::face::{AgeEstimate, BBox, Detection, EmotionEstimate, Face};
-use gstfaceanalyze::frame::{FrameMut, FrameRef, PixelLayout};
+use gstfaceanalyze::frame::{FrameMut, FrameRef, PixelLayout, YuvLayout, YuvMatrix};
 use gstfaceanalyze::inference::ExecutionProvider;
 use gstfaceanalyze::inference::age::{AgeKind, AgeParams, prepare_batch as age_prepare};
 use gstfaceanalyze::inference::emotion::{EmotionParams, prepare_batch as emotion_prepare};
@@ -31,6 +31,22 @@ fn frame_bytes() -> Vec<u8> {
         px.copy_from_slice(&[(x / 8) as u8, (y / 5) as u8, (s & 0x3f) as u8 + ((x + y) / 16) as u8, 255]);
     }
     v
+}
+
+/// The BGRx picture as I420 planes (BT.709, limited range; chroma of each 2x2 cell's top-left pixel).
+fn i420_of(bgrx: &[u8]) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let (cw, ch) = (W / 2, H / 2);
+    let (mut y, mut u, mut v) = (vec![0u8; W * H], vec![0u8; cw * ch], vec![0u8; cw * ch]);
+    for (i, px) in bgrx.chunks_exact(4).enumerate() {
+        let [yy, uu, vv] = YuvMatrix::BT709.from_rgb([px[2], px[1], px[0]]);
+        y[i] = yy;
+        let (x, r) = (i % W, i / W);
+        if x % 2 == 0 && r % 2 == 0 {
+            u[(r / 2) * cw + x / 2] = uu;
+            v[(r / 2) * cw + x / 2] = vv;
+        }
+    }
+    (y, u, v)
 }
 
 /// Ten face-sized detections spread over the frame, with plausible landmarks.
@@ -58,6 +74,10 @@ fn pure_stages(c: &mut Criterion) {
     let frame = FrameRef::new(&bytes, W, H, W * 4, PixelLayout::Bgrx).unwrap();
     let mut lb = Letterboxer::default();
     c.bench_function("preprocess/letterbox 1080p BGRx to 640", |b| b.iter(|| lb.run(&frame, 640)));
+    // The same picture as I420 (what decoders produce): converted only at the sampled points.
+    let (yp, up, vp) = i420_of(&bytes);
+    let yuv = FrameRef::yuv([&yp, &up, &vp], [W, W / 2, W / 2], W, H, YuvLayout::I420, YuvMatrix::BT709).unwrap();
+    c.bench_function("preprocess/letterbox 1080p I420 to 640", |b| b.iter(|| lb.run(&yuv, 640)));
 
     // Decode + NMS on fixed tensors for a 640x384 input: low scores everywhere, 40 clusters of high scores.
     let (iw, ih) = (640usize, 384usize);
@@ -96,6 +116,15 @@ fn pure_stages(c: &mut Criterion) {
     });
     c.bench_function("preprocess/emotion crops x10", |b| {
         b.iter(|| emotion_prepare(&frame, &faces, &EmotionParams::default(), &mut input))
+    });
+    c.bench_function("preprocess/dlib chips (aligned) x10 I420", |b| {
+        b.iter(|| age_prepare(AgeKind::Dlib, &yuv, &faces, &AgeParams::default(), &mut input))
+    });
+    c.bench_function("preprocess/hse crops x10 I420", |b| {
+        b.iter(|| age_prepare(AgeKind::Hse, &yuv, &faces, &AgeParams::default(), &mut input))
+    });
+    c.bench_function("preprocess/emotion crops x10 I420", |b| {
+        b.iter(|| emotion_prepare(&yuv, &faces, &EmotionParams::default(), &mut input))
     });
 
     let mut probs = [0.02f32; 7];

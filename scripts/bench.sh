@@ -29,7 +29,7 @@ for age in dlib hse dlib-int8 hse-int8; do
         start=$(date +%s.%N)
         gst-launch-1.0 -q filesrc location="$street" ! decodebin ! $conv faceanalyze $every age-model=$age ! fakesink
         end=$(date +%s.%N)
-        echo "age-model=$age ${conv:-(decoder's I420, no videoconvert)}: $(echo "$end - $start" | bc) s"
+        echo "age-model=$age ${conv:-(decoder I420, no videoconvert)}: $(echo "$end - $start" | bc) s"
     done
 done
 if [ "$quick" != quick ]; then

@@ -167,16 +167,15 @@ impl YuvMatrix {
     /// Red, green, blue (0..255, not clamped) of one Y, U, V sample.
     #[inline]
     pub fn to_rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
-        let (y, u, v) = if self.full_range {
-            (y, u - 128.0, v - 128.0)
-        } else {
-            ((y - 16.0) * (255.0 / 219.0), (u - 128.0) * (255.0 / 224.0), (v - 128.0) * (255.0 / 224.0))
-        };
+        self.coefficients().rgb(y, u, v)
+    }
+
+    /// The conversion folded into five multipliers, for per-pixel loops.
+    pub fn coefficients(&self) -> YuvToRgb {
+        let (ys, cs, y0) = if self.full_range { (1.0, 1.0, 0.0) } else { (255.0 / 219.0, 255.0 / 224.0, 16.0) };
         let kg = 1.0 - self.kr - self.kb;
-        let r = y + 2.0 * (1.0 - self.kr) * v;
-        let b = y + 2.0 * (1.0 - self.kb) * u;
-        let g = (y - self.kr * r - self.kb * b) / kg;
-        [r, g, b]
+        let (rv, bu) = (2.0 * (1.0 - self.kr), 2.0 * (1.0 - self.kb));
+        YuvToRgb { ys, y0, rv: rv * cs, bu: bu * cs, gu: self.kb * bu / kg * cs, gv: self.kr * rv / kg * cs }
     }
 
     /// Y, U, V (0..255, not rounded or clamped) of an RGB colour.
@@ -197,6 +196,26 @@ impl YuvMatrix {
     #[inline]
     pub fn from_rgb(&self, rgb: [u8; 3]) -> [u8; 3] {
         self.from_rgb_f32(rgb.map(f32::from)).map(|v| v.round().clamp(0.0, 255.0) as u8)
+    }
+}
+
+/// A YUV to RGB conversion as multipliers: `r = ys (y - y0) + rv (v - 128)`, `g = ys (y - y0) - gu (u - 128) -
+/// gv (v - 128)`, `b = ys (y - y0) + bu (u - 128)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct YuvToRgb {
+    pub ys: f32,
+    pub y0: f32,
+    pub rv: f32,
+    pub gu: f32,
+    pub gv: f32,
+    pub bu: f32,
+}
+
+impl YuvToRgb {
+    #[inline(always)]
+    pub fn rgb(&self, y: f32, u: f32, v: f32) -> [f32; 3] {
+        let (y, u, v) = (self.ys * (y - self.y0), u - 128.0, v - 128.0);
+        [y + self.rv * v, y - self.gu * u - self.gv * v, y + self.bu * u]
     }
 }
 

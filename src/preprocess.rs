@@ -166,6 +166,7 @@ impl Letterboxer {
             let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
             top + (bot - top) * wy
         };
+        let k = f.matrix.coefficients();
         for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
             let (y0, y1) = (&f.y[ty.i0 * f.y_stride..], &f.y[ty.i1 * f.y_stride..]);
             let (u0, u1) = (&f.u[tc.i0 * f.c_stride..], &f.u[tc.i1 * f.c_stride..]);
@@ -180,7 +181,7 @@ impl Letterboxer {
                 let lum = lerp2(y0, y1, tx, ty.w);
                 let u = lerp2(u0, u1, cx, tc.w);
                 let v = lerp2(v0, v1, cx, tc.w);
-                let [r, g, b] = f.matrix.to_rgb(lum, u, v);
+                let [r, g, b] = k.rgb(lum, u, v);
                 bd[x] = b.clamp(0.0, 255.0);
                 gd[x] = g.clamp(0.0, 255.0);
                 rd[x] = r.clamp(0.0, 255.0);
@@ -205,8 +206,10 @@ pub fn warp_affine(
     let (width, height) = (frame.width, frame.height);
     let maxx = width as f32 - 1.0;
     let maxy = height as f32 - 1.0;
+    let axis_aligned = m[1] == 0.0 && m[3] == 0.0 && out_w <= FAST_MAX_W && m.iter().all(|v| v.is_finite());
     let frame = match frame.pixels() {
         Pixels::Packed(p) => p,
+        Pixels::Yuv(f) if axis_aligned => return resize_crop_yuv(&f, width, height, m, out_w, out_h, put),
         Pixels::Yuv(f) => {
             for y in 0..out_h {
                 for x in 0..out_w {
@@ -217,7 +220,7 @@ pub fn warp_affine(
             return;
         }
     };
-    if m[1] == 0.0 && m[3] == 0.0 && out_w <= FAST_MAX_W && m.iter().all(|v| v.is_finite()) {
+    if axis_aligned {
         return resize_crop(&frame, width, height, m, out_w, out_h, put);
     }
     let bpp = frame.layout.bpp();
@@ -293,6 +296,53 @@ fn resize_crop(
     }
 }
 
+/// [`resize_crop`] for 4:2:0 YUV: luma and chroma taps per output column computed once, rows per output row.
+fn resize_crop_yuv(
+    f: &Yuv,
+    width: usize,
+    height: usize,
+    m: &Affine,
+    out_w: usize,
+    out_h: usize,
+    mut put: impl FnMut(usize, usize, [f32; 3]),
+) {
+    let (maxx, maxy) = (width as f32 - 1.0, height as f32 - 1.0);
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let chroma = |s: f32, n: usize| ((s + 0.5) * 0.5 - 0.5).clamp(0.0, n as f32 - 1.0);
+    let mut xs = [(Tap::default(), Tap::default()); FAST_MAX_W];
+    for (x, t) in xs.iter_mut().enumerate().take(out_w) {
+        let sx = (m[0] * x as f32 + m[2]).clamp(0.0, maxx);
+        let (x0, c) = (sx as usize, chroma(sx, cw));
+        let c0 = c as usize;
+        *t = (
+            Tap { i0: x0, i1: (x0 + 1).min(width - 1), w: sx - x0 as f32 },
+            Tap { i0: c0 * f.c_step, i1: (c0 + 1).min(cw - 1) * f.c_step, w: c - c0 as f32 },
+        );
+    }
+    let k = f.matrix.coefficients();
+    let lerp = |r0: &[u8], r1: &[u8], t: &Tap, wy: f32| {
+        let top = r0[t.i0] as f32 + (r0[t.i1] as f32 - r0[t.i0] as f32) * t.w;
+        let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
+        top + (bot - top) * wy
+    };
+    for y in 0..out_h {
+        let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
+        let y0 = sy as usize;
+        let y1 = (y0 + 1).min(height - 1);
+        let (l0, l1) = (&f.y[y0 * f.y_stride..], &f.y[y1 * f.y_stride..]);
+        let c = chroma(sy, ch);
+        let c0 = c as usize;
+        let c1 = (c0 + 1).min(ch - 1);
+        let (u0, u1) = (&f.u[c0 * f.c_stride..], &f.u[c1 * f.c_stride..]);
+        let (v0, v1) = (&f.v[c0 * f.c_stride..], &f.v[c1 * f.c_stride..]);
+        let (wy, wc) = (sy - y0 as f32, c - c0 as f32);
+        for (x, (tl, tc)) in xs[..out_w].iter().enumerate() {
+            let rgb = k.rgb(lerp(l0, l1, tl, wy), lerp(u0, u1, tc, wc), lerp(v0, v1, tc, wc));
+            put(x, y, rgb.map(|v| v.clamp(0.0, 255.0)));
+        }
+    }
+}
+
 /// Luma as OpenCV's `COLOR_BGR2GRAY` computes it.
 #[inline]
 pub fn gray(rgb: [f32; 3]) -> f32 {
@@ -343,7 +393,7 @@ mod tests {
 
     #[test]
     fn crop_fast_path_matches_general_sampling() {
-        let (w, h) = (37, 23);
+        let (w, h) = (37usize, 23usize);
         let buf: Vec<u8> = (0..w * h * 4).map(|i| (i * 37 % 251) as u8).collect();
         let f = FrameRef::new(&buf, w, h, w * 4, PixelLayout::Bgra).unwrap();
         let m = crate::align::crop_transform(-3.0, 4.5, 30.0, 21.0, 0.1, 16, 12);
@@ -375,5 +425,39 @@ mod tests {
         let mut nan = vec![];
         warp_affine(&f, &[f32::NAN; 6], 1, 1, |_, _, p| nan.push(p));
         assert_eq!(nan[0], [0.0, 1.0, 2.0]);
+    }
+}
+
+#[cfg(test)]
+mod yuv_tests {
+    use super::*;
+    use crate::frame::{YuvLayout, YuvMatrix};
+
+    #[test]
+    fn yuv_crop_fast_path_matches_per_pixel_sampling() {
+        let (w, h) = (37usize, 23usize);
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let y: Vec<u8> = (0..w * h).map(|i| (i * 37 % 251) as u8).collect();
+        let u: Vec<u8> = (0..cw * ch).map(|i| (i * 53 % 241) as u8).collect();
+        let v: Vec<u8> = (0..cw * ch).map(|i| (i * 71 % 239) as u8).collect();
+        let f = FrameRef::yuv([&y, &u, &v], [w, cw, cw], w, h, YuvLayout::I420, YuvMatrix::BT709).unwrap();
+        let Pixels::Yuv(p) = f.pixels() else { unreachable!() };
+        let m: Affine = [0.7, 0.0, 3.2, 0.0, 0.55, -1.5];
+        let (ow, oh) = (40, 30);
+        let mut fast = vec![[0f32; 3]; ow * oh];
+        warp_affine(&f, &m, ow, oh, |x, y, rgb| fast[y * ow + x] = rgb);
+        for yy in 0..oh {
+            for xx in 0..ow {
+                let (sx, sy) = source_point(&m, xx, yy, (w - 1) as f32, (h - 1) as f32);
+                let slow = p.sample(sx, sy, w, h);
+                for c in 0..3 {
+                    assert!(
+                        (fast[yy * ow + xx][c] - slow[c]).abs() < 1e-2,
+                        "({xx}, {yy}) {:?} vs {slow:?}",
+                        fast[yy * ow + xx]
+                    );
+                }
+            }
+        }
     }
 }
