@@ -18,7 +18,7 @@ fn analyze(a: &mut gstfaceanalyze::analyzer::Analyzer, f: &FrameRef, p: &Analyze
 #[test]
 fn obama_one_face_age_40_to_60_with_both_age_models() {
     let Some(img) = photo("images/face_recognition/examples/obama.jpg") else { return };
-    for age_model in ["hse-int8", "hse", "dlib-int8", "dlib"] {
+    for age_model in ["hse-utk-int8", "hse-int8", "hse", "dlib-int8", "dlib"] {
         let Some(mut a) = analyzer(|c| c.age_model = age_model.into()) else { return };
         let faces = analyze(&mut a, &img.frame(), &AnalyzeParams::default());
         assert_eq!(faces.len(), 1, "{age_model}: {faces:?}");

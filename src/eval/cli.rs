@@ -27,7 +27,7 @@ Options:
   --limit N               only N items (detect: the first N images; age: N spread evenly over the sorted
                           manifest; emotion: round-robin over the classes)
   --detector-model M      yunet | PATH (default yunet)
-  --age-model M           hse-int8 | hse | dlib-int8 | dlib | PATH (default hse-int8, the element's)
+  --age-model M           hse-utk-int8 | hse-int8 | hse | dlib-int8 | dlib | PATH (default hse-utk-int8)
   --emotion-model M       ensemble | mini | big | big-int8 | PATH (default ensemble, the element's)
   --threshold T           detection threshold (default 0.6, the element's; detect: the operating point marked
                           in the report, the sweep always starts at 0.05)
