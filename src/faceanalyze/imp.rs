@@ -185,6 +185,9 @@ struct State {
     warned_max_faces: bool,
     warned_invalid: bool,
     warned_inference: bool,
+    /// The sessions run on a GPU provider: only then do streams wait for cross-stream batches (on this project's
+    /// CPU, batching measured 7-10 % slower than none, docs/PERFORMANCE.md).
+    gpu: bool,
 }
 
 #[derive(Default)]
@@ -432,7 +435,7 @@ impl ObjectImpl for FaceAnalyze {
                     .build(),
                 glib::ParamSpecUInt64::builder("batch-timeout")
                     .nick("Batch timeout")
-                    .blurb("Microseconds this stream may wait for faces from other streams sharing its models (model-instance-id) so that all are classified in one batch; 0 never waits. A stream alone on its models never waits.")
+                    .blurb("Microseconds this stream may wait for faces from other streams sharing its models (model-instance-id) so that all are classified in one batch; 0 never waits. Applies on GPU providers only: on CPU, and for a stream alone on its models, nothing waits.")
                     .maximum(1_000_000)
                     .default_value(engine::DEFAULT_BATCH_TIMEOUT_US)
                     .mutable_playing()
@@ -802,6 +805,7 @@ impl BaseTransformImpl for FaceAnalyze {
         self.faces_classified.store(0, Ordering::Relaxed);
         *state = Some(State {
             video_analyzer: VideoAnalyzer::shared(shared),
+            gpu: provider != "cpu",
             ended: Vec::new(),
             video: None,
             faces: Vec::with_capacity(DEFAULT_MAX_FACES as usize),
@@ -887,7 +891,10 @@ impl BaseTransformImpl for FaceAnalyze {
             return Err(gst::FlowError::NotNegotiated);
         };
         let (w, h) = (video.info.width(), video.info.height());
-        let params = Self::video_params(&live);
+        let mut params = Self::video_params(&live);
+        if !state.gpu {
+            params.batch.timeout = std::time::Duration::ZERO;
+        }
         let pts = buf.pts();
 
         // Analyse on a read-only mapping.

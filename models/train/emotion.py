@@ -1,0 +1,594 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: MIT OR Apache-2.0
+"""Trains faceanalyze's own FER2013 emotion network on the CPU and exports it as a drop-in `emotion-model` ONNX.
+
+Contract (same as the "mini"/"big" entries of models/manifest.json, see src/inference/emotion.rs):
+  input  `gray_pm1`    float32 NHWC [N, 64, 64, 1], (gray / 255 - 0.5) * 2
+  output `predictions` float32 [N, 7] softmax probabilities, classes in src/face.rs EMOTIONS order
+         (angry, disgust, fear, happy, sad, surprise, neutral); dynamic batch; opset 17, standard ops only.
+
+The element (and `faceanalyze-eval emotion`) hands the model the face crop resized bilinearly to 64x64 with
+half-pixel centres and border clamping (src/preprocess.rs warp_affine, src/align.rs crop_transform). For a
+48x48 FER image that is exactly `F.interpolate(..., 64, bilinear, align_corners=False)`, and an augmented crop
+is the same sampling done with `grid_sample(align_corners=False, padding_mode="border")`, so training sees the
+64x64 inputs the element produces. Inside the network the 64x64 input is resized back to 48x48 (ONNX Resize,
+linear, half-pixel), so the convolutions run at FER's native resolution and cost ~1/1.8 of running them at 64.
+
+Data: FER2013 folder with manifest.csv (path,label,split,...). The train split trains, the validation split
+(FER2013 PublicTest) picks the best epoch and gives the reported figure. Images are decoded once into a uint8
+cache (npz) under --cache, which must lie outside the repository (the data is research-only).
+
+One command, e.g.:
+  /work/trainenv/venv/bin/python models/train/emotion.py --data /work/shared/data/fer2013 \
+      --out /work/trainenv/emotion/out --cache /work/trainenv/emotion/cache --epochs 20
+Deterministic: fixed seeds (torch, numpy, random), a seeded permutation per epoch, fixed thread count.
+"""
+
+import argparse
+import copy
+import csv
+import json
+import math
+import os
+import random
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+EMOTIONS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+IN_SIZE = 64  # network input (the element's crop size)
+NET_SIZE = 48  # resolution the convolutions run at (FER2013's native size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+def load_cache(data_dir, cache_dir):
+    """All images of the manifest as uint8 [N, 48, 48] plus labels (EMOTIONS index) and split (0 train, 1 val),
+    in manifest order sorted by path; decoded once and cached."""
+    os.makedirs(cache_dir, exist_ok=True)
+    cache = os.path.join(cache_dir, "fer2013_48.npz")
+    if os.path.exists(cache):
+        z = np.load(cache)
+        return z["x"], z["y"], z["split"]
+    from PIL import Image
+
+    with open(os.path.join(data_dir, "manifest.csv"), newline="") as f:
+        rows = sorted(csv.DictReader(f), key=lambda r: r["path"])
+    x = np.zeros((len(rows), NET_SIZE, NET_SIZE), np.uint8)
+    y = np.zeros(len(rows), np.int64)
+    split = np.zeros(len(rows), np.int64)
+    for i, r in enumerate(rows):
+        # As the Rust eval: decode to RGB, then luma 0.299 R + 0.587 G + 0.114 B (= the value for gray JPEGs).
+        img = Image.open(os.path.join(data_dir, r["path"])).convert("RGB")
+        a = np.asarray(img, np.float32)
+        g = 0.299 * a[..., 0] + 0.587 * a[..., 1] + 0.114 * a[..., 2]
+        if g.shape != (NET_SIZE, NET_SIZE):
+            raise SystemExit(f"{r['path']}: {g.shape}, expected 48x48")
+        x[i] = np.clip(np.rint(g), 0, 255).astype(np.uint8)
+        y[i] = EMOTIONS.index(r["label"])
+        split[i] = {"train": 0, "validation": 1}[r["split"]]
+    np.savez(cache, x=x, y=y, split=split)
+    return x, y, split
+
+
+def to_pm1(g):
+    return (g / 255.0 - 0.5) * 2.0
+
+
+def val_inputs(xu8):
+    """uint8 [N,48,48] -> the element's input: float [N,1,64,64] in [-1,1], bilinear half-pixel resize."""
+    t = torch.from_numpy(xu8).float().unsqueeze(1)
+    t = F.interpolate(t, size=(IN_SIZE, IN_SIZE), mode="bilinear", align_corners=False)
+    return to_pm1(t)
+
+
+def augment(xu8, gen, args):
+    """Random similarity transform (rotation, scale, shift, mirror) sampled straight from the 48x48 source into
+    64x64 (as the element's warp), then brightness/contrast jitter and random erasing. xu8: uint8 tensor [B,48,48]."""
+    b = xu8.shape[0]
+    src = xu8.float().unsqueeze(1)
+    u = lambda: torch.rand(b, generator=gen)
+    ang = (u() * 2 - 1) * math.radians(args.rot)
+    scale = 1.0 + (u() * 2 - 1) * args.scale
+    tx = (u() * 2 - 1) * args.shift * 2 / NET_SIZE  # shift in source pixels -> normalised coordinates
+    ty = (u() * 2 - 1) * args.shift * 2 / NET_SIZE
+    flip = torch.where(u() < 0.5, -1.0, 1.0)
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    theta = torch.stack(
+        [torch.stack([cos * flip, -sin, tx], 1), torch.stack([sin * flip, cos, ty], 1)], 1
+    )  # output -> input normalised coords; identity theta = the plain half-pixel resize
+    grid = F.affine_grid(theta, (b, 1, IN_SIZE, IN_SIZE), align_corners=False)
+    out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # brightness / contrast
+    c = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * args.contrast
+    br = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * args.brightness * 255
+    m = out.mean(dim=(2, 3), keepdim=True)
+    out = ((out - m) * c + m + br).clamp(0, 255)
+    out = to_pm1(out)
+    # random erasing: one rectangle of 2-20 % of the area, filled with noise, with probability args.erase
+    if args.erase > 0:
+        area = (0.02 + torch.rand(b, generator=gen) * 0.18) * IN_SIZE * IN_SIZE
+        ratio = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log(3.0))
+        h = (area * ratio).sqrt().clamp(4, IN_SIZE - 1)
+        w = (area / ratio).sqrt().clamp(4, IN_SIZE - 1)
+        y0 = torch.rand(b, generator=gen) * (IN_SIZE - h)
+        x0 = torch.rand(b, generator=gen) * (IN_SIZE - w)
+        on = torch.rand(b, generator=gen) < args.erase
+        yy = torch.arange(IN_SIZE).view(1, IN_SIZE, 1)
+        xx = torch.arange(IN_SIZE).view(1, 1, IN_SIZE)
+        mask = (
+            (yy >= y0.view(b, 1, 1))
+            & (yy < (y0 + h).view(b, 1, 1))
+            & (xx >= x0.view(b, 1, 1))
+            & (xx < (x0 + w).view(b, 1, 1))
+            & on.view(b, 1, 1)
+        ).unsqueeze(1)
+        noise = torch.rand(out.shape, generator=gen) * 2 - 1
+        out = torch.where(mask, noise, out)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+
+
+class ConvBN(nn.Sequential):
+    def __init__(self, cin, cout, stride=1):
+        super().__init__(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        )
+
+
+class Block(nn.Module):
+    """Two 3x3 conv-BN layers with a residual connection (1x1 projection where the width changes)."""
+
+    def __init__(self, cin, cout):
+        super().__init__()
+        self.c1 = ConvBN(cin, cout)
+        self.c2 = nn.Sequential(nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
+        self.proj = (
+            None if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        )
+
+    def forward(self, x):
+        s = x if self.proj is None else self.proj(x)
+        return F.relu(self.c2(self.c1(x)) + s)
+
+
+class EmotionNet(nn.Module):
+    """48x48 gray -> 7 logits. Stem at 48x48, then residual stages at 24, 12, 6 (max-pool between), global
+    average pooling, dropout, linear."""
+
+    def __init__(self, widths=(32, 64, 128, 256), dropout=0.3):
+        super().__init__()
+        w0, w1, w2, w3 = widths
+        self.stem = ConvBN(1, w0)  # 48x48
+        self.s1 = Block(w0, w1)  # 24x24
+        self.s2 = Block(w1, w2)  # 12x12
+        self.s3 = Block(w2, w3)  # 6x6
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(w3, len(EMOTIONS))
+
+    def forward(self, x):  # x: [N,1,64,64] in [-1,1]
+        # A constant scale (0.75 exactly) rather than a size keeps the ONNX Resize free of shape arithmetic; the
+        # sampling is the same (half-pixel, src = (dst + 0.5) * 64 / 48 - 0.5).
+        x = F.interpolate(x, scale_factor=NET_SIZE / IN_SIZE, mode="bilinear", align_corners=False)
+        x = self.stem(x)
+        x = self.s1(F.max_pool2d(x, 2))
+        x = self.s2(F.max_pool2d(x, 2))
+        x = self.s3(F.max_pool2d(x, 2))
+        x = x.mean(dim=(2, 3))
+        return self.fc(self.drop(x))
+
+
+class OnnxWrapper(nn.Module):
+    """NHWC [N,64,64,1] `gray_pm1` -> softmax `predictions`."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, gray_pm1):
+        return torch.softmax(self.net(gray_pm1.permute(0, 3, 1, 2)), dim=1)
+
+
+def count_macs(model):
+    """Multiply-accumulates of one 64x64 forward pass (convs and linear; BN/ReLU/pool/resize ignored)."""
+    macs = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0] * m.kernel_size[1] * (m.in_channels // m.groups)
+            macs[0] += out.numel() * k
+        elif isinstance(m, nn.Linear):
+            macs[0] += m.in_features * m.out_features
+
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 1, IN_SIZE, IN_SIZE))
+    model.train(was)
+    for h in hs:
+        h.remove()
+    return macs[0]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# train / evaluate
+
+
+def acc3(model, xv, yv, bs=512, amp=False):
+    model.eval()
+    logits = []
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        for i in range(0, len(xv), bs):
+            logits.append(model(xv[i : i + bs].contiguous(memory_format=torch.channels_last)).float())
+    lg = torch.cat(logits)
+    acc7 = (lg.argmax(1) == yv).float().mean().item()
+    idx = torch.tensor([3, 4, 6])
+    sel = torch.isin(yv, idx)
+    p3 = idx[lg[sel][:, idx].argmax(1)]
+    return acc7, (p3 == yv[sel]).float().mean().item()
+
+
+def seed_all(s):
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+
+
+def export_onnx(net, path, opset=17):
+    net = copy.deepcopy(net).float().eval()
+    w = OnnxWrapper(net).eval()
+    dummy = torch.zeros(2, IN_SIZE, IN_SIZE, 1)
+    kw = dict(
+        input_names=["gray_pm1"],
+        output_names=["predictions"],
+        dynamic_axes={"gray_pm1": {0: "N"}, "predictions": {0: "N"}},
+        opset_version=opset,
+        do_constant_folding=True,
+    )
+    try:
+        torch.onnx.export(w, (dummy,), path, dynamo=False, **kw)
+    except TypeError:
+        torch.onnx.export(w, (dummy,), path, **kw)
+    import onnx
+
+    m = onnx.load(path)
+    onnx.checker.check_model(m)
+    return m
+
+
+def check_onnx(path, net, xv):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 2
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    i, o = s.get_inputs()[0], s.get_outputs()[0]
+    assert i.name == "gray_pm1" and o.name == "predictions", (i.name, o.name)
+    x = xv[:256].permute(0, 2, 3, 1).contiguous().numpy()
+    got = s.run(["predictions"], {"gray_pm1": x})[0]
+    net = copy.deepcopy(net).float().eval()
+    with torch.no_grad():
+        want = torch.softmax(net(xv[:256]), 1).numpy()
+    return float(np.abs(got - want).max()), (i.name, i.shape, o.name, o.shape)
+
+
+def onnx_macs(path):
+    """MACs of one face (batch 1) of an ONNX model: Conv, ConvTranspose-free graphs, Gemm and MatMul, from the
+    shapes ONNX shape inference gives at batch 1."""
+    import onnx
+    from onnx import shape_inference
+
+    m = onnx.load(path)
+    for t in list(m.graph.input) + list(m.graph.output):
+        d = t.type.tensor_type.shape.dim[0]
+        if not d.HasField("dim_value"):
+            d.ClearField("dim_param")
+            d.dim_value = 1
+    m = shape_inference.infer_shapes(m)
+    shapes = {}
+    for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
+        shapes[vi.name] = [d.dim_value for d in vi.type.tensor_type.shape.dim]
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    shapes.update(inits)
+    total = 0
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            w = shapes[n.input[1]]
+            out = shapes.get(n.output[0])
+            group = next((a.i for a in n.attribute if a.name == "group"), 1)
+            k = int(np.prod(w[1:]))  # (cin / group) * kh * kw
+            total += int(np.prod(out)) * k
+        elif n.op_type in ("Gemm", "MatMul"):
+            a, b = shapes.get(n.input[0]), shapes.get(n.input[1])
+            if a and b:
+                total += int(np.prod(a)) * b[-1]
+    return total
+
+
+def speed(paths, reps=200):
+    """Per-face latency with onnxruntime, 1 thread, batch 1 and 16; MACs from the ONNX graph."""
+    import onnxruntime as ort
+
+    for p in paths:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.inter_op_num_threads = 1
+        s = ort.InferenceSession(p, so, providers=["CPUExecutionProvider"])
+        name = s.get_inputs()[0].name
+        res = []
+        for bs in (1, 16):
+            x = np.random.default_rng(0).uniform(-1, 1, (bs, IN_SIZE, IN_SIZE, 1)).astype(np.float32)
+            for _ in range(10):
+                s.run(None, {name: x})
+            n = max(10, reps // bs)
+            ts = []
+            for _ in range(n):
+                t = time.perf_counter()
+                s.run(None, {name: x})
+                ts.append(time.perf_counter() - t)
+            res.append(f"batch {bs}: {1000 * np.median(ts) / bs:.3f} ms/face (median of {n})")
+        macs = onnx_macs(p)
+        print(f"{os.path.basename(p)}: {macs / 1e6:.2f} M MACs ({2 * macs / 1e9:.4f} GFLOP), "
+              f"{os.path.getsize(p)} bytes; " + "; ".join(res), flush=True)
+
+
+def fp16_weights(src, dst):
+    """Copy of an ONNX model with its float weights stored as float16 and cast back to float32 at load (Cast
+    nodes; computation stays fp32): half the file size, slightly rounded weights."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(src)
+    g = m.graph
+    casts = []
+    for t in list(g.initializer):
+        a = numpy_helper.to_array(t)
+        if a.dtype != np.float32 or a.size < 16:
+            continue
+        h = numpy_helper.from_array(a.astype(np.float16), t.name + "_fp16")
+        g.initializer.remove(t)
+        g.initializer.append(h)
+        casts.append(helper.make_node("Cast", [h.name], [t.name], to=onnx.TensorProto.FLOAT, name=t.name + "_cast"))
+    nodes = casts + list(g.node)
+    del g.node[:]
+    g.node.extend(nodes)
+    onnx.checker.check_model(m)
+    onnx.save(m, dst)
+    print(f"{dst}: {len(casts)} weights as float16, {os.path.getsize(dst)} bytes", flush=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="/work/shared/data/fer2013", help="FER2013 folder with manifest.csv")
+    ap.add_argument("--out", default="/work/trainenv/emotion/out")
+    ap.add_argument("--cache", default="/work/trainenv/emotion/cache")
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (one-cycle, cosine)")
+    ap.add_argument("--wd", type=float, default=5e-4)
+    ap.add_argument("--smoothing", type=float, default=0.1)
+    ap.add_argument("--widths", default="32,64,128,256")
+    ap.add_argument("--dropout", type=float, default=0.3)
+    ap.add_argument("--rot", type=float, default=10.0, help="max rotation, degrees")
+    ap.add_argument("--scale", type=float, default=0.1, help="max relative scale change")
+    ap.add_argument("--shift", type=float, default=4.0, help="max shift, source pixels")
+    ap.add_argument("--contrast", type=float, default=0.2)
+    ap.add_argument("--brightness", type=float, default=0.1)
+    ap.add_argument("--erase", type=float, default=0.5, help="random-erasing probability")
+    ap.add_argument("--ema", type=float, default=0.999, help="weight EMA decay (0 = off)")
+    ap.add_argument("--bf16", type=int, default=1, help="bf16 autocast for training (1/0; --bench 2: time both)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--subset", type=int, default=0, help="smoke test: only this many train/val images")
+    ap.add_argument("--bench", type=int, default=0, help="only time this many training steps, fp32 vs bf16")
+    ap.add_argument("--name", default="emotion_own")
+    ap.add_argument("--deadline", default="", help="HH:MM local time: stop before an epoch that would end after it "
+                    "(a safety net; the learning-rate schedule still assumes --epochs)")
+    ap.add_argument("--export", default="", help="only export this checkpoint (e.g. OUT/emotion_own_best.pt)")
+    ap.add_argument("--speed", default="", help="only measure these comma-separated ONNX files (1 thread)")
+    ap.add_argument("--fp16", default="", help="only write a float16-weights copy SRC.onnx,DST.onnx")
+    args = ap.parse_args()
+    if args.fp16:
+        return fp16_weights(*args.fp16.split(","))
+    if args.speed:
+        torch.set_num_threads(1)
+        return speed(args.speed.split(","))
+
+    torch.set_num_threads(args.threads)
+    seed_all(args.seed)
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, f"{args.name}_train.log")
+    logf = open(log_path, "a")
+
+    def log(*a):
+        s = " ".join(str(v) for v in a)
+        print(s, flush=True)
+        logf.write(s + "\n")
+        logf.flush()
+
+    log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}")
+    log(f"args {vars(args)} torch {torch.__version__}")
+
+    t0 = time.time()
+    x, y, split = load_cache(args.data, args.cache)
+    xt, yt = torch.from_numpy(x[split == 0]), torch.from_numpy(y[split == 0])
+    xv_u8, yv = x[split == 1], torch.from_numpy(y[split == 1])
+    if args.subset:
+        g = np.random.default_rng(args.seed)
+        ti = np.sort(g.permutation(len(xt))[: args.subset])
+        vi = np.sort(g.permutation(len(xv_u8))[: args.subset])
+        xt, yt, xv_u8, yv = xt[ti], yt[ti], xv_u8[vi], yv[vi]
+    xv = val_inputs(xv_u8)
+    log(f"data: train {len(xt)} val {len(xv)} ({time.time() - t0:.1f} s)")
+    if args.export:
+        return export_best(args.export, os.path.join(args.out, f"{args.name}.onnx"), xv, yv, log)
+
+    widths = tuple(int(v) for v in args.widths.split(","))
+    model = EmotionNet(widths, args.dropout)
+    macs = count_macs(model)
+    params = sum(p.numel() for p in model.parameters())
+    log(f"model widths {widths}: {params} parameters, {macs / 1e6:.2f} M MACs ({2 * macs / 1e9:.4f} GFLOP) / face")
+    model = model.to(memory_format=torch.channels_last)
+
+    if args.bench:
+        crit = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
+        gen = torch.Generator().manual_seed(args.seed)
+        for amp in ((False, True) if args.bf16 == 2 else (bool(args.bf16),)):
+            m = copy.deepcopy(model).train()
+            opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+            ts = []
+            for it in range(args.bench + 2):
+                idx = torch.randint(len(xt), (args.batch,), generator=gen)
+                t1 = time.time()
+                xb = augment(xt[idx], gen, args).contiguous(memory_format=torch.channels_last)
+                ta = time.time() - t1
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                    loss = crit(m(xb).float(), yt[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                ts.append((time.time() - t1, ta))
+            ts = ts[2:]
+            step = sum(t for t, _ in ts) / len(ts)
+            aug = sum(a for _, a in ts) / len(ts)
+            log(
+                f"bench bf16={amp}: {step * 1000:.0f} ms/step of {args.batch} (augment {aug * 1000:.0f} ms), "
+                f"~{step * len(xt) / args.batch:.0f} s/epoch on {len(xt)} images"
+            )
+        return
+
+    crit = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
+    decay, no_decay = [], []
+    for n_, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        momentum=0.9,
+        nesterov=True,
+    )
+    steps_per_epoch = len(xt) // args.batch
+    total = steps_per_epoch * args.epochs
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=total, pct_start=0.15, div_factor=20, final_div_factor=200
+    )
+    ema = copy.deepcopy(model).eval() if args.ema > 0 else None
+    gen = torch.Generator().manual_seed(args.seed)
+    perm_rng = np.random.default_rng(args.seed)
+
+    best = (-1.0, None, None)  # acc, epoch, which
+    hist = []
+    step = 0
+    t_start = time.time()
+    deadline = None
+    if args.deadline:
+        hh, mm = (int(v) for v in args.deadline.split(":"))
+        lt = time.localtime()
+        deadline = time.mktime(lt[:3] + (hh, mm, 0) + lt[6:])
+        if deadline < time.time() - 12 * 3600:
+            deadline += 24 * 3600
+    stopped = None
+    for ep in range(1, args.epochs + 1):
+        if deadline is not None and hist and time.time() + 1.1 * hist[-1]["sec_total"] > deadline:
+            stopped = ep - 1
+            log(f"deadline {args.deadline}: stopping after epoch {stopped} of {args.epochs}")
+            break
+        te = time.time()
+        model.train()
+        perm = torch.from_numpy(perm_rng.permutation(len(xt)))
+        tot_loss, tot_n, correct = 0.0, 0, 0
+        for b in range(steps_per_epoch):
+            idx = perm[b * args.batch : (b + 1) * args.batch]
+            xb = augment(xt[idx], gen, args).contiguous(memory_format=torch.channels_last)
+            yb = yt[idx]
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
+                out = model(xb).float()
+            loss = crit(out, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if ema is not None:
+                d = min(args.ema, (1 + step) / (10 + step))
+                with torch.no_grad():
+                    for pe, pm in zip(ema.parameters(), model.parameters()):
+                        pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+                    for be, bm in zip(ema.buffers(), model.buffers()):
+                        be.copy_(bm)
+            tot_loss += loss.item() * len(idx)
+            tot_n += len(idx)
+            correct += (out.argmax(1) == yb).sum().item()
+        t_train = time.time() - te
+        acc, acc_3 = acc3(model, xv, yv)
+        row = {
+            "epoch": ep,
+            "loss": tot_loss / tot_n,
+            "train_acc": correct / tot_n,
+            "val_acc": acc,
+            "val_acc3": acc_3,
+            "lr": sched.get_last_lr()[0],
+        }
+        cands = [("raw", acc, model)]
+        if ema is not None:
+            ea, ea3 = acc3(ema, xv, yv)
+            row["ema_val_acc"], row["ema_val_acc3"] = ea, ea3
+            cands.append(("ema", ea, ema))
+        for which, a, m in cands:
+            if a > best[0]:
+                best = (a, ep, which)
+                torch.save(
+                    {"state_dict": m.state_dict(), "widths": widths, "dropout": args.dropout, "epoch": ep,
+                     "which": which, "val_acc": a, "args": vars(args)},
+                    os.path.join(args.out, f"{args.name}_best.pt"),
+                )
+        row["sec_train"] = t_train
+        row["sec_total"] = time.time() - te
+        hist.append(row)
+        log(
+            f"epoch {ep:3d}/{args.epochs} loss {row['loss']:.4f} train {row['train_acc']:.4f} "
+            f"val {acc:.4f} (3c {acc_3:.4f})"
+            + (f" ema {row['ema_val_acc']:.4f} (3c {row['ema_val_acc3']:.4f})" if ema is not None else "")
+            + f" lr {row['lr']:.4g} | {t_train:.0f} s train, {row['sec_total']:.0f} s total, "
+            f"elapsed {time.time() - t_start:.0f} s"
+        )
+    torch.save(
+        {"state_dict": model.state_dict(), "widths": widths, "dropout": args.dropout, "epoch": args.epochs,
+         "args": vars(args), "ema_state_dict": ema.state_dict() if ema is not None else None},
+        os.path.join(args.out, f"{args.name}_last.pt"),
+    )
+    log(f"best val {best[0]:.4f} at epoch {best[1]} ({best[2]}); stopped early: {stopped}; wall {time.time() - t_start:.0f} s training")
+    with open(os.path.join(args.out, f"{args.name}_history.json"), "w") as f:
+        json.dump({"history": hist, "best": {"val_acc": best[0], "epoch": best[1], "which": best[2]},
+                   "params": params, "macs": macs,
+                   "stopped_after": stopped}, f, indent=1)
+
+    export_best(os.path.join(args.out, f"{args.name}_best.pt"), os.path.join(args.out, f"{args.name}.onnx"), xv, yv,
+                log)
+
+
+def export_best(ckpt, onnx_path, xv, yv, log):
+    """Exports the best-on-validation weights (fp32) and checks the ONNX against PyTorch."""
+    ck = torch.load(ckpt, map_location="cpu")
+    net = EmotionNet(tuple(ck["widths"]), ck["dropout"])
+    net.load_state_dict(ck["state_dict"])
+    net.eval()
+    a7, a3 = acc3(net, xv, yv)
+    log(f"best checkpoint (epoch {ck['epoch']}, {ck['which']}): fp32 val {a7:.4f} (3c {a3:.4f})")
+    export_onnx(net, onnx_path)
+    diff, sig = check_onnx(onnx_path, net, xv)
+    log(f"exported {onnx_path} ({os.path.getsize(onnx_path)} bytes), io {sig}, max |onnx - torch| {diff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
