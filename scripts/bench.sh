@@ -14,7 +14,7 @@ source scripts/env.sh
 videos="$repo/../shared/data/videos"
 street="$videos/street_1080p.mp4"
 quick="${1:-}"
-cargo build --release --examples --bins --quiet
+cargo build --release --lib --bins --examples --quiet
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 
 echo "== element alone, street_1080p, BGRx then I420 (decoding not measured)"

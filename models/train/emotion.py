@@ -19,8 +19,8 @@ Data: FER2013 folder with manifest.csv (path,label,split,...). The train split t
 cache (npz) under --cache, which must lie outside the repository (the data is research-only).
 
 One command, e.g.:
-  /work/trainenv/venv/bin/python models/train/emotion.py --data /work/shared/data/fer2013 \
-      --out /work/trainenv/emotion/out --cache /work/trainenv/emotion/cache --epochs 20
+  python3 models/train/emotion.py --data ../shared/data/fer2013 \
+      --out out/train/emotion --cache out/train/emotion-cache --epochs 20
 Deterministic: fixed seeds (torch, numpy, random), a seeded permutation per epoch, fixed thread count.
 """
 
@@ -369,9 +369,9 @@ def fp16_weights(src, dst):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/fer2013", help="FER2013 folder with manifest.csv")
-    ap.add_argument("--out", default="/work/trainenv/emotion/out")
-    ap.add_argument("--cache", default="/work/trainenv/emotion/cache")
+    ap.add_argument("--data", default="../shared/data/fer2013", help="FER2013 folder with manifest.csv")
+    ap.add_argument("--out", default="out/train/emotion")
+    ap.add_argument("--cache", default="out/train/emotion-cache")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (one-cycle, cosine)")
