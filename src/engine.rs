@@ -252,7 +252,13 @@ impl SharedAnalyzer {
         q.collecting = false;
         drop(q);
         // Jobs arriving from now on start the next batch under a new leader, in parallel with this one.
-        self.with(|a| serve(a, &taken));
+        // A panic while serving must not leave the followers waiting for ever: it becomes every job's error.
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.with(|a| serve(a, &taken))));
+        if served.is_err() {
+            for j in &taken {
+                lock(&j.data).error = Some("the classifier panicked while serving a cross-stream batch".into());
+            }
+        }
         let mut q = lock(&pool.queue);
         for j in &taken {
             j.done.store(true, Ordering::Release);
