@@ -137,14 +137,6 @@ impl YuvLayout {
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|l| l.name() == name)
     }
-
-    /// Number of planes.
-    pub const fn planes(self) -> usize {
-        match self {
-            YuvLayout::I420 => 3,
-            YuvLayout::Nv12 => 2,
-        }
-    }
 }
 
 /// A YUV ↔ RGB conversion: the luma weights of red and blue and the value range.
@@ -277,7 +269,8 @@ pub struct Yuv<'a> {
     /// Bytes from one chroma sample to the next in a row: 1 for I420, 2 for NV12.
     pub c_step: usize,
     pub layout: YuvLayout,
-    pub matrix: YuvMatrix,
+    /// The conversion of the frame's colour matrix and range, folded once per frame.
+    pub to_rgb: YuvToRgb,
 }
 
 /// The pixel storage of a frame.
@@ -323,7 +316,8 @@ impl<'a> FrameRef<'a> {
             YuvLayout::I420 => (planes[1], planes[2], 1),
             YuvLayout::Nv12 => (planes[1], &planes[1][1..], 2),
         };
-        let yuv = Yuv { y: planes[0], u, v, y_stride: strides[0], c_stride: strides[1], c_step, layout, matrix };
+        let to_rgb = matrix.coefficients();
+        let yuv = Yuv { y: planes[0], u, v, y_stride: strides[0], c_stride: strides[1], c_step, layout, to_rgb };
         Ok(Self { width, height, pixels: Pixels::Yuv(yuv) })
     }
 
@@ -367,7 +361,7 @@ impl Yuv<'_> {
     #[inline]
     pub fn rgb_at(&self, x: usize, y: usize) -> [f32; 3] {
         let c = (y / 2) * self.c_stride + (x / 2) * self.c_step;
-        self.matrix.to_rgb(self.y[y * self.y_stride + x] as f32, self.u[c] as f32, self.v[c] as f32)
+        self.to_rgb.rgb(self.y[y * self.y_stride + x] as f32, self.u[c] as f32, self.v[c] as f32)
     }
 
     /// Bilinear RGB (0..255, clamped) at the continuous luma position (sx, sy), which the caller keeps inside
@@ -380,7 +374,7 @@ impl Yuv<'_> {
         let cy = ((sy + 0.5) * 0.5 - 0.5).clamp(0.0, ch as f32 - 1.0);
         let u = bilinear(self.u, self.c_stride, self.c_step, cx, cy, cw, ch);
         let v = bilinear(self.v, self.c_stride, self.c_step, cx, cy, cw, ch);
-        self.matrix.to_rgb(yv, u, v).map(|c| c.clamp(0.0, 255.0))
+        self.to_rgb.rgb(yv, u, v).map(|c| c.clamp(0.0, 255.0))
     }
 }
 
@@ -509,7 +503,7 @@ impl<'a> FrameMut<'a> {
                     c_stride: m.c_stride,
                     c_step,
                     layout: m.layout,
-                    matrix: m.matrix,
+                    to_rgb: m.matrix.coefficients(),
                 })
             }
         };

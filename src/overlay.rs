@@ -17,7 +17,7 @@ use std::sync::LazyLock;
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 
 use crate::face::{Face, NUM_EMOTIONS};
-use crate::frame::{FrameMut, PixelsMut, YuvLayout, YuvMut, chroma_size};
+use crate::frame::{FrameMut, PixelsMut, YuvLayout, YuvMut, YuvToRgb, chroma_size};
 
 /// The label format used when none is configured: rounded age and emotion label, e.g. `"31 happy"`.
 pub const DEFAULT_LABEL_FORMAT: &str = "{age} {emotion}";
@@ -383,8 +383,14 @@ struct Canvas<'a> {
 /// Where a [`Canvas`] draws: packed pixels, or the planes of a 4:2:0 YUV frame (luma per pixel, chroma per 2x2 cell:
 /// a shape's colour reaches the whole chroma cell of each pixel it covers, as in any 4:2:0 overlay).
 enum Surface<'a> {
-    Packed { data: &'a mut [u8], stride: usize, bpp: usize, offs: [usize; 3] },
-    Yuv(YuvMut<'a>),
+    Packed {
+        data: &'a mut [u8],
+        stride: usize,
+        bpp: usize,
+        offs: [usize; 3],
+    },
+    /// The planes, and their YUV to RGB conversion folded once.
+    Yuv(YuvMut<'a>, YuvToRgb),
 }
 
 /// The chroma cells `c0..c1` (one axis) touched by pixels `p0..p1`.
@@ -421,7 +427,8 @@ impl<'a> Canvas<'a> {
                 if !ok {
                     return None;
                 }
-                Surface::Yuv(YuvMut {
+                let to_rgb = m.matrix.coefficients();
+                let planes = YuvMut {
                     y: &mut *m.y,
                     c0: &mut *m.c0,
                     c1: &mut *m.c1,
@@ -429,7 +436,8 @@ impl<'a> Canvas<'a> {
                     c_stride: m.c_stride,
                     layout: m.layout,
                     matrix: m.matrix,
-                })
+                };
+                Surface::Yuv(planes, to_rgb)
             }
         };
         Some(Self { width, height, surface })
@@ -455,7 +463,7 @@ impl<'a> Canvas<'a> {
                     }
                 }
             }
-            Surface::Yuv(m) => {
+            Surface::Yuv(m, _) => {
                 let [yv, u, v] = m.matrix.from_rgb(rgb);
                 for y in c.y0..c.y1 {
                     m.y[y * m.y_stride + c.x0..y * m.y_stride + c.x1].fill(yv);
@@ -514,7 +522,7 @@ impl<'a> Canvas<'a> {
                     }
                 }
             }
-            Surface::Yuv(m) => {
+            Surface::Yuv(m, _) => {
                 let [yv, u, v] = m.matrix.from_rgb(rgb);
                 let cov_at = |px: usize, py: usize| coverage[(py - c.y0 + cy0) * w + (px - c.x0 + cx0)] as u32;
                 for py in c.y0..c.y1 {
@@ -554,11 +562,9 @@ impl<'a> Canvas<'a> {
                 let p = y * stride + x * bpp;
                 offs.map(|o| data[p + o])
             }
-            Surface::Yuv(m) => {
+            Surface::Yuv(m, k) => {
                 let [u, v] = m.chroma(x / 2, y / 2);
-                m.matrix
-                    .to_rgb(m.y[y * m.y_stride + x] as f32, u as f32, v as f32)
-                    .map(|c| c.round().clamp(0.0, 255.0) as u8)
+                k.rgb(m.y[y * m.y_stride + x] as f32, u as f32, v as f32).map(|c| c.round().clamp(0.0, 255.0) as u8)
             }
         }
     }
@@ -600,7 +606,7 @@ impl<'a> Canvas<'a> {
                     }
                 }
             }
-            Surface::Yuv(m) => {
+            Surface::Yuv(m, _) => {
                 let at = |px: usize, py: usize| {
                     let i = (py - c.y0) * row_len + (px - c.x0) * 3;
                     [src[i] as f32, src[i + 1] as f32, src[i + 2] as f32]
@@ -651,7 +657,7 @@ impl<'a> Canvas<'a> {
                                 sum[2] += px[*o2] as u64;
                             }
                         }
-                        Surface::Yuv(_) => {
+                        Surface::Yuv(..) => {
                             for x in bx0..bx1 {
                                 let p = self.rgb_at(x, y);
                                 sum = [sum[0] + p[0] as u64, sum[1] + p[1] as u64, sum[2] + p[2] as u64];

@@ -166,7 +166,7 @@ impl Letterboxer {
             let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
             top + (bot - top) * wy
         };
-        let k = f.matrix.coefficients();
+        let k = f.to_rgb;
         for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
             let (y0, y1) = (&f.y[ty.i0 * f.y_stride..], &f.y[ty.i1 * f.y_stride..]);
             let (u0, u1) = (&f.u[tc.i0 * f.c_stride..], &f.u[tc.i1 * f.c_stride..]);
@@ -319,7 +319,7 @@ fn resize_crop_yuv(
             Tap { i0: c0 * f.c_step, i1: (c0 + 1).min(cw - 1) * f.c_step, w: c - c0 as f32 },
         );
     }
-    let k = f.matrix.coefficients();
+    let k = f.to_rgb;
     let lerp = |r0: &[u8], r1: &[u8], t: &Tap, wy: f32| {
         let top = r0[t.i0] as f32 + (r0[t.i1] as f32 - r0[t.i0] as f32) * t.w;
         let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;

@@ -79,7 +79,8 @@ pub struct VideoAnalyzer {
     tracker: Tracker,
     dets: Vec<Detection>,
     det_tracks: Vec<usize>,
-    selected: Vec<(Option<u64>, usize, usize)>,
+    /// Tracks to classify now: (last classified frame, detection index, track index, age due).
+    selected: Vec<(Option<u64>, usize, usize, bool)>,
     sel_dets: Vec<Detection>,
     classified: Vec<Face>,
     classified_rest: Vec<Face>,
@@ -171,15 +172,15 @@ impl VideoAnalyzer {
                 }
             };
             if want && due {
-                self.selected.push((t.last_classified_frame, di, ti));
+                self.selected.push((t.last_classified_frame, di, ti, false));
             }
         }
         let budget = if p.max_classify_per_frame == 0 { usize::MAX } else { p.max_classify_per_frame };
         if self.selected.len() > budget {
             // New tracks first, then the longest-waiting ones.
-            self.selected.sort_by_key(|&(last, di, _)| (last.is_some(), last, di));
+            self.selected.sort_by_key(|&(last, di, _, _)| (last.is_some(), last, di));
             self.selected.truncate(budget);
-            self.selected.sort_by_key(|&(_, di, _)| di);
+            self.selected.sort_by_key(|&(_, di, _, _)| di);
         }
         // Age does not change within a video: once a track's fused age is settled, its age is classified only
         // every AGE_SETTLED_FACTOR reclassifications (emotion keeps the full rate). Age-due faces go first.
@@ -194,14 +195,17 @@ impl VideoAnalyzer {
                     || det.bbox.area() > 1.5 * t.last_classified_area)
         };
         let (tracks, dets) = (self.tracker.tracks(), &self.dets);
-        if !emotion_on {
-            self.selected.retain(|&(_, di, ti)| age_due(&tracks[ti], &dets[di]));
+        for s in &mut self.selected {
+            s.3 = age_due(&tracks[s.2], &dets[s.1]);
         }
-        self.selected.sort_by_key(|&(_, di, ti)| (!age_due(&tracks[ti], &dets[di]), di));
-        let n_age = self.selected.iter().take_while(|&&(_, di, ti)| age_due(&tracks[ti], &dets[di])).count();
+        if !emotion_on {
+            self.selected.retain(|s| s.3);
+        }
+        self.selected.sort_by_key(|&(_, di, _, due)| (!due, di));
+        let n_age = self.selected.iter().take_while(|s| s.3).count();
         if !self.selected.is_empty() {
             self.sel_dets.clear();
-            self.sel_dets.extend(self.selected.iter().map(|&(_, di, _)| self.dets[di]));
+            self.sel_dets.extend(self.selected.iter().map(|&(_, di, _, _)| self.dets[di]));
             // A failing classifier must not blind the detector: report the faces without new results (the tracks
             // stay due and are retried on the next detection frame).
             let (sel, out, fs) = (&self.sel_dets, &mut self.classified, &mut stats.frame);
@@ -224,7 +228,7 @@ impl VideoAnalyzer {
                 }
             }
             let tracks = self.tracker.tracks_mut();
-            for (k, (&(_, di, ti), c)) in self.selected.iter().zip(&self.classified).enumerate() {
+            for (k, (&(_, di, ti, _), c)) in self.selected.iter().zip(&self.classified).enumerate() {
                 let t = &mut tracks[ti];
                 t.fuser.push(c.age, c.emotion);
                 if k < n_age {

@@ -47,11 +47,7 @@ fn analyze(a: &mut gstfaceanalyze::analyzer::Analyzer, buf: &gst::Buffer, info: 
 }
 
 fn iou(a: &Face, b: &Face) -> f32 {
-    let (a, b) = (a.detection.bbox, b.detection.bbox);
-    let iw = ((a.x + a.w).min(b.x + b.w) - a.x.max(b.x)).max(0.0);
-    let ih = ((a.y + a.h).min(b.y + b.h) - a.y.max(b.y)).max(0.0);
-    let inter = iw * ih;
-    inter / (a.w * a.h + b.w * b.h - inter)
+    a.detection.bbox.iou(&b.detection.bbox)
 }
 
 #[test]
