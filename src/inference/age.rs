@@ -83,11 +83,6 @@ impl AgeModel {
         &self.session
     }
 
-    /// Fills the batch input for `dets` (one chip or crop per face).
-    pub fn prepare(&mut self, frame: &FrameRef, dets: &[Detection], p: &AgeParams) {
-        prepare_batch(self.kind, frame, dets, p, &mut self.input);
-    }
-
     /// Estimates the age of every face in `dets`, in batches of at most [`super::MAX_BATCH`] faces; `out` gets one
     /// entry per face.
     /// Returns how many faces got an invalid (non-finite or out-of-range) output.

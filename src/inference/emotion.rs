@@ -48,11 +48,6 @@ impl EmotionModel {
         &self.sessions
     }
 
-    /// Writes the 64x64 gray crops of `dets` (each followed by its mirror image with `flip`) into the input.
-    pub fn prepare(&mut self, frame: &FrameRef, dets: &[Detection], p: &EmotionParams) {
-        prepare_batch(frame, dets, p, &mut self.input);
-    }
-
     /// Classifies every face in `dets`, in batches of at most [`super::MAX_BATCH`] faces per network; `out` gets one
     /// entry per face (None when a network's output was invalid). Returns how many faces got an invalid output.
     pub fn estimate(
