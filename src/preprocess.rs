@@ -85,6 +85,8 @@ pub struct Letterboxer {
     cys: Vec<Tap>,
     /// NCHW, BGR, 0..255, `[1, 3, input_h, input_w]`.
     pub input: Vec<f32>,
+    /// One vertically blended source row (packed), or luma, U and V rows (YUV).
+    rows: Vec<f32>,
 }
 
 impl Letterboxer {
@@ -113,10 +115,16 @@ impl Letterboxer {
             let len = 3 * self.info.input_w * self.info.input_h;
             self.input.clear();
             self.input.resize(len, 0.0);
+            let rows = match frame.pixels() {
+                Pixels::Packed(p) => frame.width * p.layout.bpp(),
+                Pixels::Yuv(y) => frame.width + 2 * yuv_chroma_span(&y, frame.width),
+            };
+            self.rows.clear();
+            self.rows.resize(rows, 0.0);
         }
         match frame.pixels() {
             Pixels::Packed(p) => self.run_packed(&p, frame.width),
-            Pixels::Yuv(y) => self.run_yuv(&y),
+            Pixels::Yuv(y) => self.run_yuv(&y, frame.width),
         }
         self.info
     }
@@ -127,10 +135,10 @@ impl Letterboxer {
         let [ro, go, bo] = frame.layout.rgb_offsets();
         let (b_plane, rest) = self.input.split_at_mut(plane);
         let (g_plane, r_plane) = rest.split_at_mut(plane);
+        let row = &mut self.rows[..width * frame.layout.bpp()];
         for (y, ty) in self.ys.iter().enumerate() {
-            let r0 = frame.row(ty.i0, width);
-            let r1 = frame.row(ty.i1, width);
-            let wy = ty.w;
+            // Separable: blend the two source rows (contiguous, vectorised), then sample across.
+            vblend(frame.row(ty.i0, width), frame.row(ty.i1, width), ty.w, row);
             let off = y * info.input_w;
             let (bd, gd, rd) = (
                 &mut b_plane[off..off + info.scaled_w],
@@ -138,15 +146,9 @@ impl Letterboxer {
                 &mut r_plane[off..off + info.scaled_w],
             );
             for (x, tx) in self.xs.iter().enumerate() {
-                let wx = tx.w;
                 let px = |c: usize| {
-                    let a = r0[tx.i0 + c] as f32;
-                    let b = r0[tx.i1 + c] as f32;
-                    let c0 = r1[tx.i0 + c] as f32;
-                    let d = r1[tx.i1 + c] as f32;
-                    let top = a + (b - a) * wx;
-                    let bot = c0 + (d - c0) * wx;
-                    top + (bot - top) * wy
+                    let a = row[tx.i0 + c];
+                    a + (row[tx.i1 + c] - a) * tx.w
                 };
                 bd[x] = px(bo);
                 gd[x] = px(go);
@@ -155,22 +157,23 @@ impl Letterboxer {
         }
     }
 
-    /// The YUV path: luma and chroma are interpolated separately at each output pixel, then converted.
-    fn run_yuv(&mut self, f: &Yuv) {
+    /// The YUV path: luma and chroma rows are blended vertically, then sampled across and converted.
+    fn run_yuv(&mut self, f: &Yuv, width: usize) {
         let info = self.info;
         let plane = info.input_w * info.input_h;
         let (b_plane, rest) = self.input.split_at_mut(plane);
         let (g_plane, r_plane) = rest.split_at_mut(plane);
-        let lerp2 = |r0: &[u8], r1: &[u8], t: &Tap, wy: f32| {
-            let top = r0[t.i0] as f32 + (r0[t.i1] as f32 - r0[t.i0] as f32) * t.w;
-            let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
-            top + (bot - top) * wy
-        };
+        let c_span = yuv_chroma_span(f, width);
+        let (ry, rest) = self.rows.split_at_mut(width);
+        let (ru, rest) = rest.split_at_mut(c_span);
+        let rv = &mut rest[..c_span];
         let k = f.to_rgb;
         for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
-            let (y0, y1) = (&f.y[ty.i0 * f.y_stride..], &f.y[ty.i1 * f.y_stride..]);
-            let (u0, u1) = (&f.u[tc.i0 * f.c_stride..], &f.u[tc.i1 * f.c_stride..]);
-            let (v0, v1) = (&f.v[tc.i0 * f.c_stride..], &f.v[tc.i1 * f.c_stride..]);
+            let yrow = |i: usize| &f.y[i * f.y_stride..i * f.y_stride + width];
+            vblend(yrow(ty.i0), yrow(ty.i1), ty.w, ry);
+            let (c0, c1) = (tc.i0 * f.c_stride, tc.i1 * f.c_stride);
+            vblend(&f.u[c0..c0 + c_span], &f.u[c1..c1 + c_span], tc.w, ru);
+            vblend(&f.v[c0..c0 + c_span], &f.v[c1..c1 + c_span], tc.w, rv);
             let off = y * info.input_w;
             let (bd, gd, rd) = (
                 &mut b_plane[off..off + info.scaled_w],
@@ -178,15 +181,27 @@ impl Letterboxer {
                 &mut r_plane[off..off + info.scaled_w],
             );
             for (x, (tx, cx)) in self.xs.iter().zip(&self.cxs).enumerate() {
-                let lum = lerp2(y0, y1, tx, ty.w);
-                let u = lerp2(u0, u1, cx, tc.w);
-                let v = lerp2(v0, v1, cx, tc.w);
-                let [r, g, b] = k.rgb(lum, u, v);
+                let lerp = |r: &[f32], t: &Tap| r[t.i0] + (r[t.i1] - r[t.i0]) * t.w;
+                let [r, g, b] = k.rgb(lerp(ry, tx), lerp(ru, cx), lerp(rv, cx));
                 bd[x] = b.clamp(0.0, 255.0);
                 gd[x] = g.clamp(0.0, 255.0);
                 rd[x] = r.clamp(0.0, 255.0);
             }
         }
+    }
+}
+
+/// Bytes of one chroma row that the letterbox reads: `ceil(width / 2)` samples `c_step` apart.
+fn yuv_chroma_span(f: &Yuv, width: usize) -> usize {
+    (width.div_ceil(2) - 1) * f.c_step + 1
+}
+
+/// `out[i] = a[i] + (b[i] - a[i]) * w`, as f32: the vertical half of a bilinear resize.
+#[inline]
+fn vblend(a: &[u8], b: &[u8], w: f32, out: &mut [f32]) {
+    for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        let a = a as f32;
+        *o = a + (b as f32 - a) * w;
     }
 }
 
