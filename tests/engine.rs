@@ -195,3 +195,40 @@ fn a_batch_leader_waits_no_longer_than_the_timeout() {
     assert!(spent >= timeout, "waited {spent:?}, less than the timeout");
     assert!(spent < timeout + std::time::Duration::from_secs(3), "waited {spent:?}");
 }
+
+#[test]
+fn busy_wait_runs_on_the_shared_spinning_pool_with_the_same_results() {
+    let Some(img) = photo("images/group_photo/t1.jpg") else { return };
+    if !models_available() {
+        return;
+    }
+    use gstfaceanalyze::analyzer::{AnalyzeParams, FrameStats};
+    let frame = img.frame();
+    let p = AnalyzeParams::default();
+    let run = |shared: &engine::SharedAnalyzer| {
+        let (mut dets, mut faces) = (Vec::new(), Vec::new());
+        shared.with(|a| a.detect(&frame, &p.detector, &mut dets)).unwrap();
+        shared.with(|a| a.classify(&frame, &dets, &p, &mut faces, &mut FrameStats::default())).unwrap();
+        faces
+    };
+    let sleeping = run(&engine::acquire(&cfg(0), PRIVATE).unwrap());
+    assert_eq!(sleeping.len(), 6);
+    let mut spin = cfg(0);
+    spin.session.busy_wait = true;
+    // Two engines on the one process-wide pool, used from two threads at once.
+    let (x, y) = (engine::acquire(&spin, "spin-a").unwrap(), engine::acquire(&spin, "spin-b").unwrap());
+    assert!(!x.same(&y));
+    let both: Vec<Vec<_>> = std::thread::scope(|s| {
+        let hs: Vec<_> = [&x, &y].map(|e| s.spawn(|| (0..3).map(|_| run(e)).last().unwrap())).into();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for faces in &both {
+        assert_eq!(faces.len(), sleeping.len());
+        for (f, g) in faces.iter().zip(&sleeping) {
+            assert_eq!(f.detection.bbox, g.detection.bbox);
+            let (a, b) = (f.age.unwrap().value, g.age.unwrap().value);
+            assert!((a - b).abs() < 1e-3, "age {a} vs {b}");
+            assert_eq!(f.emotion.unwrap().label(), g.emotion.unwrap().label());
+        }
+    }
+}

@@ -76,6 +76,7 @@ struct Settings {
     provider: ExecutionProvider,
     strict_provider: bool,
     threads: u32,
+    busy_wait: bool,
     trt_cache_dir: String,
     trt_fp16: bool,
     model_instance_id: String,
@@ -97,6 +98,7 @@ impl Default for Settings {
             provider: ExecutionProvider::Auto,
             strict_provider: false,
             threads: DEFAULT_THREADS,
+            busy_wait: false,
             trt_cache_dir: String::new(),
             trt_fp16: false,
             model_instance_id: String::new(),
@@ -222,6 +224,7 @@ const READY_ONLY: &[&str] = &[
     "execution-provider",
     "strict-provider",
     "threads",
+    "busy-wait",
     "trt-cache-dir",
     "trt-fp16",
     "model-instance-id",
@@ -288,6 +291,12 @@ impl ObjectImpl for FaceAnalyze {
                     .blurb("ONNX Runtime intra-op threads per model. 0 uses one per physical core, the fastest for one stream; set 1 or 2 when many streams share the CPU. Changeable in NULL/READY only.")
                     .maximum(MAX_THREADS)
                     .default_value(DEFAULT_THREADS)
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("busy-wait")
+                    .nick("Busy-wait between operators")
+                    .blurb("Let ONNX Runtime's worker threads spin between operators and models instead of sleeping (with threads=0 they share one process-wide pool). About 1.2x faster when the element has the CPU to itself, for example on frames from appsrc; slower when a decoder, an encoder or other streams run in the same process, hence off by default. Changeable in NULL/READY only.")
+                    .default_value(false)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("trt-cache-dir")
@@ -495,6 +504,7 @@ impl ObjectImpl for FaceAnalyze {
             "execution-provider" => s.provider = value.get().expect("type checked upstream"),
             "strict-provider" => s.strict_provider = value.get().expect("type checked upstream"),
             "threads" => s.threads = value.get().expect("type checked upstream"),
+            "busy-wait" => s.busy_wait = value.get().expect("type checked upstream"),
             "trt-cache-dir" => s.trt_cache_dir = string(),
             "trt-fp16" => s.trt_fp16 = value.get().expect("type checked upstream"),
             "model-instance-id" => s.model_instance_id = string(),
@@ -555,6 +565,7 @@ impl ObjectImpl for FaceAnalyze {
             "execution-provider" => s.provider.to_value(),
             "strict-provider" => s.strict_provider.to_value(),
             "threads" => s.threads.to_value(),
+            "busy-wait" => s.busy_wait.to_value(),
             "trt-cache-dir" => s.trt_cache_dir.to_value(),
             "trt-fp16" => s.trt_fp16.to_value(),
             "model-instance-id" => s.model_instance_id.to_value(),
@@ -662,6 +673,7 @@ impl FaceAnalyze {
                 provider: s.provider.into(),
                 strict_provider: s.strict_provider,
                 threads: s.threads as usize,
+                busy_wait: s.busy_wait,
                 trt_cache_dir: path(&s.trt_cache_dir),
                 trt_fp16: s.trt_fp16,
             },

@@ -21,6 +21,8 @@ pub struct SessionOptions {
     pub strict_provider: bool,
     /// Intra-op threads per session (0 = ONNX Runtime's default, one per physical core).
     pub threads: usize,
+    /// Pool threads spin between operators and models instead of sleeping (see `runtime::global_pool`).
+    pub busy_wait: bool,
     /// Folder for TensorRT engine caches (empty = no cache).
     pub trt_cache_dir: Option<PathBuf>,
     pub trt_fp16: bool,
@@ -32,6 +34,7 @@ impl Default for SessionOptions {
             provider: ExecutionProvider::Auto,
             strict_provider: false,
             threads: 0,
+            busy_wait: false,
             trt_cache_dir: None,
             trt_fp16: false,
         }
@@ -153,13 +156,17 @@ impl ModelSession {
             // Denormal activations make these networks up to 9x slower (dlib age: 10.4 -> 1.15 ms per face); this
             // flushes them on ONNX Runtime's pool threads, `FlushDenormals` on the calling thread.
             .with_flush_to_zero()
-            .map_err(err_text)?
-            // Idle pool threads sleep instead of spinning: the streaming thread does real work between runs
-            // (pre-processing, tracking, drawing) and other elements need the cores.
-            .with_intra_op_spinning(false)
             .map_err(err_text)?;
-        if opts.threads > 0 {
-            b = b.with_intra_threads(opts.threads).map_err(err_text)?;
+        // `busy-wait` with `threads=0` runs on the process-wide spinning pool (see `runtime::global_pool`), which
+        // `ort` uses when the environment has one. Otherwise the session gets its own pool whose threads sleep when
+        // idle: the streaming thread does other work between runs (pre-processing, tracking, drawing), and
+        // decoders, encoders and other streams need the cores.
+        if !opts.busy_wait || opts.threads > 0 {
+            b = b.with_independent_thread_pool().map_err(err_text)?;
+            b = b.with_intra_op_spinning(opts.busy_wait).map_err(err_text)?;
+            if opts.threads > 0 {
+                b = b.with_intra_threads(opts.threads).map_err(err_text)?;
+            }
         }
         if let Some(d) = gpu_dispatch(provider, opts) {
             b = b.with_execution_providers([d]).map_err(err_text)?;
