@@ -194,6 +194,9 @@ fn model_stages(c: &mut Criterion) {
         ("hse", "mini", "age hse"),
         ("dlib", "mini", "emotion mini"),
         ("dlib", "big", "emotion big"),
+        ("hse-utk-int8", "mini", "age hse-utk-int8 (default)"),
+        ("dlib-int8", "mini", "age dlib-int8"),
+        ("dlib", "ensemble", "emotion ensemble (default)"),
     ] {
         let mut a = analyzer(age, emotion);
         let mut group = c.benchmark_group(label);
