@@ -39,6 +39,34 @@ fn obama_one_face_age_40_to_60_with_both_age_models() {
 }
 
 #[test]
+fn hse_relu6_rewrite_is_exact_on_real_faces() {
+    let Some(img) = photo("images/group_photo/t1.jpg") else { return };
+    if !models_available() {
+        return;
+    }
+    // The published HSE file has 27 ReLU6 chains; every one becomes a Clip.
+    let path = gstfaceanalyze::models::default_model_dir().join("age_gender_hse_faceres.onnx");
+    let bytes = std::fs::read(&path).unwrap();
+    let (rewritten, n) = gstfaceanalyze::inference::graph::relu6_to_clip(&bytes).expect("HSE has ReLU6 chains");
+    assert_eq!(n, 27);
+    assert!(gstfaceanalyze::inference::graph::relu6_to_clip(&rewritten).is_none(), "nothing left to rewrite");
+    let Some(mut fast) = analyzer(|c| c.age_model = "hse".into()) else { return };
+    let Some(mut published) = analyzer(|c| {
+        c.age_model = "hse".into();
+        c.session.rewrite_relu6 = false;
+    }) else {
+        return;
+    };
+    let p = AnalyzeParams::default();
+    let (a, b) = (analyze(&mut fast, &img.frame(), &p), analyze(&mut published, &img.frame(), &p));
+    assert_eq!(a.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x.age.unwrap().value, y.age.unwrap().value);
+        assert!((x - y).abs() < 1e-3, "rewritten {x} vs published {y}");
+    }
+}
+
+#[test]
 fn int8_models_agree_with_float_on_real_faces() {
     let Some(img) = photo("images/group_photo/t1.jpg") else { return };
     for (int8, float) in [("hse-int8", "hse"), ("dlib-int8", "dlib")] {

@@ -219,7 +219,12 @@ fn busy_wait_runs_on_the_shared_spinning_pool_with_the_same_results() {
     let (x, y) = (engine::acquire(&spin, "spin-a").unwrap(), engine::acquire(&spin, "spin-b").unwrap());
     assert!(!x.same(&y));
     let both: Vec<Vec<_>> = std::thread::scope(|s| {
-        let hs: Vec<_> = [&x, &y].map(|e| s.spawn(|| (0..3).map(|_| run(e)).last().unwrap())).into();
+        let repeat = |e: &engine::SharedAnalyzer| {
+            run(e);
+            run(e);
+            run(e)
+        };
+        let hs: Vec<_> = [&x, &y].map(|e| s.spawn(move || repeat(e))).into();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for faces in &both {

@@ -674,6 +674,7 @@ impl FaceAnalyze {
                 strict_provider: s.strict_provider,
                 threads: s.threads as usize,
                 busy_wait: s.busy_wait,
+                rewrite_relu6: true,
                 trt_cache_dir: path(&s.trt_cache_dir),
                 trt_fp16: s.trt_fp16,
             },

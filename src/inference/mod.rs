@@ -5,6 +5,7 @@
 pub mod age;
 pub mod detector;
 pub mod emotion;
+pub mod graph;
 pub mod runtime;
 pub mod session;
 

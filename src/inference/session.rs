@@ -23,6 +23,8 @@ pub struct SessionOptions {
     pub threads: usize,
     /// Pool threads spin between operators and models instead of sleeping (see `runtime::global_pool`).
     pub busy_wait: bool,
+    /// Rewrite ReLU6 chains to `Clip` when loading (see [`super::graph`]); identical outputs, only for comparisons.
+    pub rewrite_relu6: bool,
     /// Folder for TensorRT engine caches (empty = no cache).
     pub trt_cache_dir: Option<PathBuf>,
     pub trt_fp16: bool,
@@ -35,6 +37,7 @@ impl Default for SessionOptions {
             strict_provider: false,
             threads: 0,
             busy_wait: false,
+            rewrite_relu6: true,
             trt_cache_dir: None,
             trt_fp16: false,
         }
@@ -171,7 +174,11 @@ impl ModelSession {
         if let Some(d) = gpu_dispatch(provider, opts) {
             b = b.with_execution_providers([d]).map_err(err_text)?;
         }
-        b.commit_from_file(path).map_err(err_text)
+        let rewritten = opts.rewrite_relu6.then(|| std::fs::read(path).ok()).flatten();
+        match rewritten.as_deref().and_then(super::graph::relu6_to_clip) {
+            Some((model, _)) => b.commit_from_memory(&model).map_err(err_text),
+            None => b.commit_from_file(path).map_err(err_text),
+        }
     }
 
     /// Runs the model on one input tensor of `shape` and hands the outputs to `f`.
