@@ -275,8 +275,32 @@ fn source_point(m: &Affine, x: usize, y: usize, maxx: f32, maxy: f32) -> (f32, f
     (sx, sy)
 }
 
-/// [`warp_affine`] for a scale-and-translate map (a crop resize): horizontal taps computed once per call, two source
-/// rows per output row.
+thread_local! {
+    /// Vertically blended source rows for the crop fast paths; grows to the widest crop a thread has seen, then is
+    /// reused (no allocation once warm).
+    static CROP_ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The source columns `[lo, hi)` that `taps` read, with the taps made relative to `lo`.
+fn tap_span(taps: &mut [Tap]) -> (usize, usize) {
+    let lo = taps.iter().map(|t| t.i0.min(t.i1)).min().unwrap_or(0);
+    let hi = taps.iter().map(|t| t.i0.max(t.i1) + 1).max().unwrap_or(0);
+    for t in taps.iter_mut() {
+        t.i0 -= lo;
+        t.i1 -= lo;
+    }
+    (lo, hi)
+}
+
+/// Linear interpolation between two neighbours of a blended row.
+#[inline(always)]
+fn hlerp(row: &[f32], t: &Tap) -> f32 {
+    let a = row[t.i0];
+    a + (row[t.i1] - a) * t.w
+}
+
+/// [`warp_affine`] for a scale-and-translate map (a crop resize): horizontal taps computed once per call; per output
+/// row, the two source rows are blended over the crop's span (contiguous, vectorised), then sampled across.
 fn resize_crop(
     frame: &Packed,
     width: usize,
@@ -290,28 +314,37 @@ fn resize_crop(
     let [ro, go, bo] = frame.layout.rgb_offsets();
     let (maxx, maxy) = (width as f32 - 1.0, height as f32 - 1.0);
     let mut xs = [Tap::default(); FAST_MAX_W];
-    for (x, t) in xs.iter_mut().enumerate().take(out_w) {
+    let xs = &mut xs[..out_w];
+    for (x, t) in xs.iter_mut().enumerate() {
         let sx = (m[0] * x as f32 + m[2]).clamp(0.0, maxx);
         let x0 = sx as usize;
         *t = Tap { i0: x0 * bpp, i1: (x0 + 1).min(width - 1) * bpp, w: sx - x0 as f32 };
     }
-    for y in 0..out_h {
-        let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
-        let y0 = sy as usize;
-        let (r0, r1) = (frame.row(y0, width), frame.row((y0 + 1).min(height - 1), width));
-        let wy = sy - y0 as f32;
-        for (x, t) in xs[..out_w].iter().enumerate() {
-            let s = |o: usize| {
-                let top = r0[t.i0 + o] as f32 + (r0[t.i1 + o] as f32 - r0[t.i0 + o] as f32) * t.w;
-                let bot = r1[t.i0 + o] as f32 + (r1[t.i1 + o] as f32 - r1[t.i0 + o] as f32) * t.w;
-                top + (bot - top) * wy
-            };
-            put(x, y, [s(ro), s(go), s(bo)]);
+    let (lo, hi) = tap_span(xs);
+    let hi = hi + bpp - 1;
+    CROP_ROWS.with_borrow_mut(|buf| {
+        if buf.len() < hi - lo {
+            buf.resize(hi - lo, 0.0);
         }
-    }
+        let row = &mut buf[..hi - lo];
+        for y in 0..out_h {
+            let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
+            let y0 = sy as usize;
+            let (r0, r1) = (frame.row(y0, width), frame.row((y0 + 1).min(height - 1), width));
+            vblend(&r0[lo..hi], &r1[lo..hi], sy - y0 as f32, row);
+            for (x, t) in xs.iter().enumerate() {
+                let s = |o: usize| {
+                    let a = row[t.i0 + o];
+                    a + (row[t.i1 + o] - a) * t.w
+                };
+                put(x, y, [s(ro), s(go), s(bo)]);
+            }
+        }
+    });
 }
 
-/// [`resize_crop`] for 4:2:0 YUV: luma and chroma taps per output column computed once, rows per output row.
+/// [`resize_crop`] for 4:2:0 YUV: luma and chroma taps per output column computed once; per output row, luma and
+/// chroma rows blended over the crop's span, then sampled across and converted.
 fn resize_crop_yuv(
     f: &Yuv,
     width: usize,
@@ -324,38 +357,45 @@ fn resize_crop_yuv(
     let (maxx, maxy) = (width as f32 - 1.0, height as f32 - 1.0);
     let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
     let chroma = |s: f32, n: usize| ((s + 0.5) * 0.5 - 0.5).clamp(0.0, n as f32 - 1.0);
-    let mut xs = [(Tap::default(), Tap::default()); FAST_MAX_W];
-    for (x, t) in xs.iter_mut().enumerate().take(out_w) {
+    let mut ls = [Tap::default(); FAST_MAX_W];
+    let mut cs = [Tap::default(); FAST_MAX_W];
+    let (ls, cs) = (&mut ls[..out_w], &mut cs[..out_w]);
+    for (x, (tl, tc)) in ls.iter_mut().zip(cs.iter_mut()).enumerate() {
         let sx = (m[0] * x as f32 + m[2]).clamp(0.0, maxx);
         let (x0, c) = (sx as usize, chroma(sx, cw));
         let c0 = c as usize;
-        *t = (
-            Tap { i0: x0, i1: (x0 + 1).min(width - 1), w: sx - x0 as f32 },
-            Tap { i0: c0 * f.c_step, i1: (c0 + 1).min(cw - 1) * f.c_step, w: c - c0 as f32 },
-        );
+        *tl = Tap { i0: x0, i1: (x0 + 1).min(width - 1), w: sx - x0 as f32 };
+        *tc = Tap { i0: c0 * f.c_step, i1: (c0 + 1).min(cw - 1) * f.c_step, w: c - c0 as f32 };
     }
+    let (llo, lhi) = tap_span(ls);
+    let (clo, chi) = tap_span(cs);
+    let (ln, cn) = (lhi - llo, chi - clo);
     let k = f.to_rgb;
-    let lerp = |r0: &[u8], r1: &[u8], t: &Tap, wy: f32| {
-        let top = r0[t.i0] as f32 + (r0[t.i1] as f32 - r0[t.i0] as f32) * t.w;
-        let bot = r1[t.i0] as f32 + (r1[t.i1] as f32 - r1[t.i0] as f32) * t.w;
-        top + (bot - top) * wy
-    };
-    for y in 0..out_h {
-        let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
-        let y0 = sy as usize;
-        let y1 = (y0 + 1).min(height - 1);
-        let (l0, l1) = (&f.y[y0 * f.y_stride..], &f.y[y1 * f.y_stride..]);
-        let c = chroma(sy, ch);
-        let c0 = c as usize;
-        let c1 = (c0 + 1).min(ch - 1);
-        let (u0, u1) = (&f.u[c0 * f.c_stride..], &f.u[c1 * f.c_stride..]);
-        let (v0, v1) = (&f.v[c0 * f.c_stride..], &f.v[c1 * f.c_stride..]);
-        let (wy, wc) = (sy - y0 as f32, c - c0 as f32);
-        for (x, (tl, tc)) in xs[..out_w].iter().enumerate() {
-            let rgb = k.rgb(lerp(l0, l1, tl, wy), lerp(u0, u1, tc, wc), lerp(v0, v1, tc, wc));
-            put(x, y, rgb.map(|v| v.clamp(0.0, 255.0)));
+    CROP_ROWS.with_borrow_mut(|buf| {
+        if buf.len() < ln + 2 * cn {
+            buf.resize(ln + 2 * cn, 0.0);
         }
-    }
+        let (ry, rest) = buf.split_at_mut(ln);
+        let (ru, rest) = rest.split_at_mut(cn);
+        let rv = &mut rest[..cn];
+        for y in 0..out_h {
+            let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
+            let y0 = sy as usize;
+            let y1 = (y0 + 1).min(height - 1);
+            let luma = |r: usize| &f.y[r * f.y_stride + llo..r * f.y_stride + lhi];
+            vblend(luma(y0), luma(y1), sy - y0 as f32, ry);
+            let c = chroma(sy, ch);
+            let c0 = c as usize;
+            let (o0, o1) = (c0 * f.c_stride + clo, (c0 + 1).min(ch - 1) * f.c_stride + clo);
+            let wc = c - c0 as f32;
+            vblend(&f.u[o0..o0 + cn], &f.u[o1..o1 + cn], wc, ru);
+            vblend(&f.v[o0..o0 + cn], &f.v[o1..o1 + cn], wc, rv);
+            for (x, (tl, tc)) in ls.iter().zip(cs.iter()).enumerate() {
+                let rgb = k.rgb(hlerp(ry, tl), hlerp(ru, tc), hlerp(rv, tc));
+                put(x, y, rgb.map(|v| v.clamp(0.0, 255.0)));
+            }
+        }
+    });
 }
 
 /// Luma as OpenCV's `COLOR_BGR2GRAY` computes it.
