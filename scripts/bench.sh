@@ -21,6 +21,8 @@ echo "== element alone, street_1080p, BGRx then I420 (decoding not measured)"
 for f in BGRx I420; do
     target/release/examples/bench_pipeline "$street" --format "$f"
 done
+echo "== element alone, street_1080p, I420, busy-wait=true (ONNX Runtime threads spin; see docs/PERFORMANCE.md)"
+target/release/examples/bench_pipeline "$street" --format I420 --set busy-wait=true
 
 echo "== decode + analyse, every face every frame (peer settings), street_1080p: wall seconds"
 every="draw=false reclassify-interval=1 smoothing=0 emotion-model=mini"
