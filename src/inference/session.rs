@@ -23,7 +23,8 @@ pub struct SessionOptions {
     pub threads: usize,
     /// Pool threads spin between operators and models instead of sleeping (see `runtime::global_pool`).
     pub busy_wait: bool,
-    /// Rewrite ReLU6 chains to `Clip` when loading (see [`super::graph`]); identical outputs, only for comparisons.
+    /// Rewrite ReLU6 chains to `Clip` when loading (see [`super::graph`]); identical outputs. On by default; off only
+    /// to compare with the graph as published.
     pub rewrite_relu6: bool,
     /// Folder for TensorRT engine caches (empty = no cache).
     pub trt_cache_dir: Option<PathBuf>,
