@@ -39,6 +39,36 @@ fn obama_one_face_age_40_to_60_with_both_age_models() {
 }
 
 #[test]
+fn relu6_chain_loads_as_clip_with_the_same_values() {
+    if !models_available() {
+        return;
+    }
+    use gstfaceanalyze::inference::session::output;
+    use gstfaceanalyze::inference::{ModelSession, SessionOptions, runtime};
+    use gstfaceanalyze::models::{ModelSpec, TensorSpec};
+    let path = scratch_dir("relu6").join("relu6.onnx");
+    std::fs::write(&path, relu6_onnx()).unwrap();
+    let t = |name: &str| TensorSpec { name: name.into(), element_type: "float32".into(), shape: vec![1, 4] };
+    let spec = ModelSpec {
+        name: "relu6".into(),
+        role: "test".into(),
+        file: "relu6.onnx".into(),
+        sha256: String::new(),
+        licence: String::new(),
+        inputs: vec![t("x")],
+        outputs: vec![t("y")],
+    };
+    let rt = runtime::load(None).unwrap();
+    let x = [-3.0f32, 2.5, 7.0, 6.0];
+    for rewrite in [true, false] {
+        let opts = SessionOptions { threads: 1, rewrite_relu6: rewrite, ..SessionOptions::default() };
+        let mut s = ModelSession::load(&rt, &path, "relu6", &spec, &opts).unwrap();
+        let y = s.run(&[1, 4], &x, |o| Ok(output(o, "y")?.1.to_vec())).unwrap();
+        assert_eq!(y, [0.0, 2.5, 6.0, 6.0], "rewrite {rewrite}");
+    }
+}
+
+#[test]
 fn hse_relu6_rewrite_is_exact_on_real_faces() {
     let Some(img) = photo("images/group_photo/t1.jpg") else { return };
     if !models_available() {

@@ -7,6 +7,8 @@
 //! (fixed seed; `FUZZ_SEED=<u64>` picks another) and bounded; `FUZZ_SCALE=<n>` multiplies the number of cases.
 //! Each test prints `FUZZ <name>: <n> executions`.
 
+mod common;
+
 use std::cell::Cell;
 use std::fmt::Debug;
 
@@ -834,6 +836,29 @@ fn emotion_estimate_label_is_always_a_class() {
         let e = EmotionEstimate::from_probabilities(p);
         prop_assert!(e.index < NUM_EMOTIONS);
         prop_assert!(EMOTIONS.contains(&e.label()));
+        Ok(())
+    });
+}
+
+#[test]
+fn relu6_rewrite_of_any_bytes_is_none_or_a_model_with_nothing_left_to_rewrite() {
+    use gstfaceanalyze::inference::graph::relu6_to_clip;
+    let base = common::relu6_onnx();
+    assert_eq!(relu6_to_clip(&base).map(|(_, n)| n), Some(1));
+    let flips = prop::collection::vec((0..base.len(), any::<u8>()), 0..4);
+    let input = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256),
+        flips.prop_map(move |f| {
+            let mut m = base.clone();
+            f.into_iter().for_each(|(i, b)| m[i] = b);
+            m
+        })
+    ];
+    fuzz("relu6_to_clip", 4096, input, |bytes| {
+        if let Some((out, n)) = relu6_to_clip(&bytes) {
+            prop_assert!(n >= 1);
+            prop_assert!(relu6_to_clip(&out).is_none(), "a rewritten model has no chain left");
+        }
         Ok(())
     });
 }

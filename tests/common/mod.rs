@@ -168,6 +168,42 @@ pub fn tiny_onnx(in_name: &str, in_shape: &[i64], out_name: &str, custom_domain:
     model
 }
 
+/// A model `y = Max(Min(Relu(x), 6), 0)` on `x: [1, 4]` (ReLU6 as tf2onnx writes it), opset 13.
+pub fn relu6_onnx() -> Vec<u8> {
+    use pb::{field_bytes, field_varint, value_info};
+    let node = |op: &str, inputs: &[&str], output: &str| {
+        let mut n = Vec::new();
+        inputs.iter().for_each(|i| field_bytes(1, i.as_bytes(), &mut n));
+        field_bytes(2, output.as_bytes(), &mut n);
+        field_bytes(4, op.as_bytes(), &mut n);
+        n
+    };
+    // TensorProto { data_type = 2 (1 = FLOAT), name = 8, raw_data = 9 }, no dims: a scalar.
+    let scalar = |name: &str, v: f32| {
+        let mut t = Vec::new();
+        field_varint(2, 1, &mut t);
+        field_bytes(8, name.as_bytes(), &mut t);
+        field_bytes(9, &v.to_le_bytes(), &mut t);
+        t
+    };
+    let mut graph = Vec::new();
+    field_bytes(1, &node("Relu", &["x"], "r"), &mut graph);
+    field_bytes(1, &node("Min", &["r", "six"], "m"), &mut graph);
+    field_bytes(1, &node("Max", &["m", "zero"], "y"), &mut graph);
+    field_bytes(2, b"relu6", &mut graph);
+    field_bytes(5, &scalar("six", 6.0), &mut graph);
+    field_bytes(5, &scalar("zero", 0.0), &mut graph);
+    field_bytes(11, &value_info("x", &[1, 4], false), &mut graph);
+    field_bytes(12, &value_info("y", &[1, 4], false), &mut graph);
+    let mut model = Vec::new();
+    field_varint(1, 8, &mut model);
+    field_bytes(7, &graph, &mut model);
+    let mut opset = Vec::new();
+    field_varint(2, 13, &mut opset);
+    field_bytes(8, &opset, &mut model);
+    model
+}
+
 /// A unique scratch folder under the system temp dir.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     use std::sync::atomic::{AtomicUsize, Ordering};
