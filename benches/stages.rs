@@ -78,6 +78,10 @@ fn pure_stages(c: &mut Criterion) {
     let (yp, up, vp) = i420_of(&bytes);
     let yuv = FrameRef::yuv([&yp, &up, &vp], [W, W / 2, W / 2], W, H, YuvLayout::I420, YuvMatrix::BT709).unwrap();
     c.bench_function("preprocess/letterbox 1080p I420 to 640", |b| b.iter(|| lb.run(&yuv, 640)));
+    // And as NV12 (interleaved chroma, what hardware decoders produce).
+    let uv: Vec<u8> = up.iter().zip(&vp).flat_map(|(&u, &v)| [u, v]).collect();
+    let nv12 = FrameRef::yuv([&yp, &uv, &[]], [W, W, 0], W, H, YuvLayout::Nv12, YuvMatrix::BT709).unwrap();
+    c.bench_function("preprocess/letterbox 1080p NV12 to 640", |b| b.iter(|| lb.run(&nv12, 640)));
 
     // Decode + NMS on fixed tensors for a 640x384 input: low scores everywhere, 40 clusters of high scores.
     let (iw, ih) = (640usize, 384usize);
