@@ -237,3 +237,26 @@ fn busy_wait_runs_on_the_shared_spinning_pool_with_the_same_results() {
         }
     }
 }
+
+#[test]
+fn busy_wait_sessions_add_no_threads_and_default_ones_do() {
+    const NAME: &str = "busy_wait_sessions_add_no_threads_and_default_ones_do";
+    if !isolated(NAME) {
+        // Alone in a process: other tests' threads would blur the count.
+        if models_available() {
+            run_isolated(NAME, &[]);
+        }
+        return;
+    }
+    gstfaceanalyze::inference::runtime::load(None).unwrap();
+    let before = thread_count();
+    let mut spin = cfg(0);
+    spin.session.busy_wait = true;
+    let _spinning = engine::acquire(&spin, PRIVATE).unwrap();
+    assert_eq!(thread_count(), before, "busy-wait sessions run on the process-wide pool");
+    let _own = engine::acquire(&cfg(0), PRIVATE).unwrap();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cores >= 2 {
+        assert!(thread_count() > before, "default sessions have their own pools");
+    }
+}

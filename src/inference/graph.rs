@@ -25,7 +25,9 @@ const OPSET_DOMAIN: u64 = 1;
 const OPSET_VERSION: u64 = 2;
 const GRAPH_NODE: u64 = 1;
 const GRAPH_INITIALIZER: u64 = 5;
+const GRAPH_INPUT: u64 = 11;
 const GRAPH_OUTPUT: u64 = 12;
+const GRAPH_SPARSE_INITIALIZER: u64 = 15;
 const VALUE_INFO_NAME: u64 = 1;
 const NODE_INPUT: u64 = 1;
 const NODE_OUTPUT: u64 = 2;
@@ -33,11 +35,15 @@ const NODE_NAME: u64 = 3;
 const NODE_OP_TYPE: u64 = 4;
 const NODE_ATTRIBUTE: u64 = 5;
 const NODE_DOMAIN: u64 = 7;
+const ATTRIBUTE_GRAPH: u64 = 6;
+const ATTRIBUTE_GRAPHS: u64 = 11;
 const TENSOR_DIMS: u64 = 1;
 const TENSOR_DATA_TYPE: u64 = 2;
 const TENSOR_FLOAT_DATA: u64 = 4;
 const TENSOR_NAME: u64 = 8;
 const TENSOR_RAW_DATA: u64 = 9;
+const TENSOR_DATA_LOCATION: u64 = 14;
+const TENSOR_EXTERNAL: u64 = 1;
 const TENSOR_FLOAT: u64 = 1;
 
 /// One field of a message: number, wire type, the whole encoded field and its payload (LEN) or value (VARINT).
@@ -121,6 +127,8 @@ struct Node<'a> {
     op_type: &'a str,
     domain: &'a str,
     has_attributes: bool,
+    /// An attribute holds a graph (`If`, `Loop`, `Scan` bodies), which may read the outer graph's tensors.
+    has_subgraph: bool,
 }
 
 fn node(b: &[u8]) -> Option<Node<'_>> {
@@ -132,38 +140,63 @@ fn node(b: &[u8]) -> Option<Node<'_>> {
             (NODE_NAME, LEN) => n.name = text(f.payload)?,
             (NODE_OP_TYPE, LEN) => n.op_type = text(f.payload)?,
             (NODE_DOMAIN, LEN) => n.domain = text(f.payload)?,
-            (NODE_ATTRIBUTE, _) => n.has_attributes = true,
+            (NODE_ATTRIBUTE, wire) => {
+                n.has_attributes = true;
+                let attr = if wire == LEN { fields(f.payload)? } else { Vec::new() };
+                n.has_subgraph |= attr.iter().any(|a| matches!(a.number, ATTRIBUTE_GRAPH | ATTRIBUTE_GRAPHS));
+            }
             _ => {}
         }
     }
     Some(n)
 }
 
-/// Name and value of a one-element float initializer; `None` for anything else.
-fn scalar_initializer(b: &[u8]) -> Option<(&str, f32)> {
-    let (mut name, mut float, mut values) = (None, false, Vec::new());
+/// Name, value and rank of a one-element float initializer (every dimension 1); `None` for anything else.
+fn scalar_initializer(b: &[u8]) -> Option<(&str, f32, usize)> {
+    let (mut name, mut float, mut rank, mut values) = (None, false, 0, Vec::new());
     for f in fields(b)? {
         match (f.number, f.wire) {
             (TENSOR_NAME, LEN) => name = Some(text(f.payload)?),
             (TENSOR_DATA_TYPE, VARINT) => float = f.value == TENSOR_FLOAT,
-            (TENSOR_DIMS, VARINT) if f.value != 1 => return None,
+            (TENSOR_DIMS, VARINT) if f.value == 1 => rank += 1,
             (TENSOR_DIMS, LEN) => {
                 let mut pos = 0;
                 while pos < f.payload.len() {
                     if varint(f.payload, &mut pos)? != 1 {
                         return None;
                     }
+                    rank += 1;
                 }
             }
             (TENSOR_RAW_DATA | TENSOR_FLOAT_DATA, LEN) => values.extend_from_slice(f.payload),
             (TENSOR_FLOAT_DATA, I32) => values.extend_from_slice(f.payload),
-            (TENSOR_DIMS | TENSOR_DATA_TYPE | TENSOR_NAME, _) => {}
-            // External data, other encodings: not a plain scalar.
+            (TENSOR_DATA_TYPE | TENSOR_NAME, _) => {}
+            // Other dims, external data, other encodings: not a plain scalar.
             _ => return None,
         }
     }
     let bytes: [u8; 4] = values.as_slice().try_into().ok()?;
-    Some((name?, f32::from_le_bytes(bytes))).filter(|_| float)
+    Some((name?, f32::from_le_bytes(bytes), rank)).filter(|_| float)
+}
+
+/// Name and rank of a tensor (initializer), and whether its data lives in an external file.
+fn tensor_info(b: &[u8]) -> Option<(&str, usize, bool)> {
+    let fs = fields(b)?;
+    let name = fs.iter().find(|f| f.number == TENSOR_NAME && f.wire == LEN).map_or(Some(""), |f| text(f.payload))?;
+    let mut rank = 0;
+    for f in fs.iter().filter(|f| f.number == TENSOR_DIMS) {
+        rank += match f.wire {
+            LEN => f.payload.iter().filter(|&&b| b & 0x80 == 0).count(),
+            _ => 1,
+        };
+    }
+    let external = fs.iter().any(|f| f.number == TENSOR_DATA_LOCATION && f.value == TENSOR_EXTERNAL);
+    Some((name, rank, external))
+}
+
+/// Name of a `ValueInfoProto` (graph input or output).
+fn value_info_name(b: &[u8]) -> Option<&str> {
+    text(fields(b)?.iter().find(|g| g.number == VALUE_INFO_NAME && g.wire == LEN)?.payload)
 }
 
 /// The default-domain opset the model imports.
@@ -197,26 +230,53 @@ pub fn relu6_to_clip(model: &[u8]) -> Option<(Vec<u8>, usize)> {
     let mut nodes = Vec::new();
     let mut scalars = HashMap::new();
     let mut uses: HashMap<&str, usize> = HashMap::new();
+    // Every tensor name in the graph: generated names must not collide with any of them.
+    let mut names = std::collections::HashSet::new();
+    let mut ranks = HashMap::new();
+    let mut graph_inputs = Vec::new();
     for (i, f) in gfields.iter().enumerate() {
         match (f.number, f.wire) {
             (GRAPH_NODE, LEN) => {
                 let n = node(f.payload)?;
+                if n.has_subgraph || matches!(n.op_type, "If" | "Loop" | "Scan") {
+                    // A body may read this graph's tensors without listing them as inputs.
+                    return None;
+                }
                 for &inp in &n.inputs {
                     *uses.entry(inp).or_default() += 1;
                 }
+                names.extend(n.inputs.iter().chain(&n.outputs).copied());
                 nodes.push((i, n));
             }
             (GRAPH_INITIALIZER, LEN) => {
-                if let Some((name, v)) = scalar_initializer(f.payload) {
-                    scalars.insert(name, v);
+                let (name, rank, external) = tensor_info(f.payload)?;
+                if external {
+                    // Loading from memory loses the folder external data is found relative to.
+                    return None;
+                }
+                names.insert(name);
+                ranks.insert(name, rank);
+                if let Some((name, v, rank)) = scalar_initializer(f.payload) {
+                    scalars.insert(name, (v, rank));
                 }
             }
+            (GRAPH_SPARSE_INITIALIZER, _) => return None,
+            (GRAPH_INPUT, LEN) => {
+                let name = value_info_name(f.payload)?;
+                names.insert(name);
+                graph_inputs.push(name);
+            }
             (GRAPH_OUTPUT, LEN) => {
-                let name = fields(f.payload)?.iter().find(|g| g.number == VALUE_INFO_NAME && g.wire == LEN)?.payload;
-                *uses.entry(text(name)?).or_default() += 1;
+                let name = value_info_name(f.payload)?;
+                names.insert(name);
+                *uses.entry(name).or_default() += 1;
             }
             _ => {}
         }
+    }
+    // An initializer that is also a graph input can be fed at run time: not a constant.
+    for name in graph_inputs {
+        scalars.remove(name);
     }
     let producer: HashMap<&str, usize> =
         nodes.iter().enumerate().flat_map(|(k, (_, n))| n.outputs.iter().map(move |&o| (o, k))).collect();
@@ -231,6 +291,7 @@ pub fn relu6_to_clip(model: &[u8]) -> Option<(Vec<u8>, usize)> {
     // Field index of the Relu -> the Clip node and initializers that replace it; the Min and Max are dropped.
     let mut replace: HashMap<usize, (Vec<u8>, [Vec<u8>; 2])> = HashMap::new();
     let mut dropped = std::collections::HashSet::new();
+    let mut generated = std::collections::HashSet::new();
     for (relu_at, relu) in &nodes {
         if !plain(relu, "Relu", 1) {
             continue;
@@ -245,13 +306,34 @@ pub fn relu6_to_clip(model: &[u8]) -> Option<(Vec<u8>, usize)> {
         if !plain(max, "Max", 2) || max.inputs[0] != min.outputs[0] {
             continue;
         }
-        let (Some(&hi), Some(&lo)) = (scalars.get(min.inputs[1]), scalars.get(max.inputs[1])) else { continue };
+        let (Some(&(hi, hi_rank)), Some(&(lo, lo_rank))) = (scalars.get(min.inputs[1]), scalars.get(max.inputs[1]))
+        else {
+            continue;
+        };
         if lo != 0.0 || hi.is_nan() || hi < 0.0 || producer.get(max.outputs[0]) != Some(&xk) {
             continue;
         }
-        let base = if relu.name.is_empty() { relu.outputs[0] } else { relu.name };
+        // Broadcasting a bound must not raise the rank of x: fine for rank 0 or 1, and up to a lower bound of x's
+        // rank read off its producer: a convolution's output has its weight's rank, an elementwise Add/Mul/Sub/Div
+        // output at least the rank of a constant operand. (HSE's bounds are [1, 1, 1, 1] after Conv or after
+        // the Add of a batch-norm.)
+        let x_rank = producer
+            .get(relu.inputs[0])
+            .map(|&k| &nodes[k].1)
+            .filter(|n| n.domain.is_empty())
+            .and_then(|n| match n.op_type {
+                "Conv" => n.inputs.get(1).and_then(|w| ranks.get(w)).copied(),
+                "Add" | "Mul" | "Sub" | "Div" => n.inputs.iter().filter_map(|i| ranks.get(i)).copied().max(),
+                _ => None,
+            })
+            .unwrap_or(1);
+        if hi_rank.max(lo_rank) > x_rank.max(1) {
+            continue;
+        }
+        // Tensor names are unique (node names need not be): derive the new names from the Relu's output.
+        let base = relu.outputs[0];
         let (lo_name, hi_name) = (format!("{base}_relu6_min"), format!("{base}_relu6_max"));
-        if scalars.contains_key(lo_name.as_str()) || scalars.contains_key(hi_name.as_str()) {
+        if [&lo_name, &hi_name].iter().any(|n| names.contains(n.as_str()) || generated.contains(*n)) {
             continue;
         }
         let mut clip = Vec::new();
@@ -259,7 +341,8 @@ pub fn relu6_to_clip(model: &[u8]) -> Option<(Vec<u8>, usize)> {
             put_len(&mut clip, NODE_INPUT, inp.as_bytes());
         }
         put_len(&mut clip, NODE_OUTPUT, max.outputs[0].as_bytes());
-        put_len(&mut clip, NODE_NAME, format!("{base}_relu6").as_bytes());
+        let node_name = if relu.name.is_empty() { format!("{base}_relu6") } else { format!("{}_relu6", relu.name) };
+        put_len(&mut clip, NODE_NAME, node_name.as_bytes());
         put_len(&mut clip, NODE_OP_TYPE, b"Clip");
         let scalar = |name: &str, v: f32| {
             let mut t = Vec::new();
@@ -271,6 +354,7 @@ pub fn relu6_to_clip(model: &[u8]) -> Option<(Vec<u8>, usize)> {
         };
         replace.insert(*relu_at, (clip, [scalar(&lo_name, 0.0), scalar(&hi_name, hi)]));
         dropped.extend([nodes[mk].0, nodes[xk].0]);
+        generated.extend([lo_name, hi_name]);
     }
     if replace.is_empty() {
         return None;
@@ -329,7 +413,16 @@ mod tests {
     }
 
     fn model(opset: u64, nodes: &[Vec<u8>], inits: &[Vec<u8>], output: &str) -> Vec<u8> {
+        model_with_inputs(opset, nodes, inits, output, &[])
+    }
+
+    fn model_with_inputs(opset: u64, nodes: &[Vec<u8>], inits: &[Vec<u8>], output: &str, inputs: &[&str]) -> Vec<u8> {
         let mut g = Vec::new();
+        for i in inputs {
+            let mut vi = Vec::new();
+            put_len(&mut vi, VALUE_INFO_NAME, i.as_bytes());
+            put_len(&mut g, GRAPH_INPUT, &vi);
+        }
         for n in nodes {
             put_len(&mut g, GRAPH_NODE, n);
         }
@@ -350,12 +443,16 @@ mod tests {
         m
     }
 
-    fn relu6_model(opset: u64, extra_user: bool) -> Vec<u8> {
-        let mut nodes = vec![
+    fn relu6_nodes() -> Vec<Vec<u8>> {
+        vec![
             node_bytes("Relu", &["x"], "r"),
             node_bytes("Min", &["r", "six"], "m"),
             node_bytes("Max", &["m", "zero"], "y"),
-        ];
+        ]
+    }
+
+    fn relu6_model(opset: u64, extra_user: bool) -> Vec<u8> {
+        let mut nodes = relu6_nodes();
         if extra_user {
             nodes.push(node_bytes("Neg", &["m"], "n"));
         }
@@ -384,7 +481,7 @@ mod tests {
             .unwrap()
             .iter()
             .filter(|f| f.number == GRAPH_INITIALIZER)
-            .filter_map(|f| scalar_initializer(f.payload))
+            .filter_map(|f| scalar_initializer(f.payload).map(|(n, v, _)| (n, v)))
             .collect();
         assert_eq!(bounds[nodes[0].inputs[1]], 0.0);
         assert_eq!(bounds[nodes[0].inputs[2]], 6.0);
@@ -406,6 +503,20 @@ mod tests {
         ];
         let m = model(13, &nodes, &[scalar_bytes("six", 6.0, false), scalar_bytes("one", 1.0, false)], "y");
         assert!(relu6_to_clip(&m).is_none());
+        // A generated name would collide with an existing tensor.
+        let clash = [relu6_nodes(), vec![node_bytes("Neg", &["r_relu6_max"], "n")]].concat();
+        let inits = [scalar_bytes("six", 6.0, true), scalar_bytes("zero", 0.0, false)];
+        assert!(relu6_to_clip(&model(13, &clash, &inits, "y")).is_none());
+        // A bound of shape [1, 1] could raise the output's rank.
+        let mut six = scalar_bytes("six", 6.0, true);
+        put_varint(&mut six, TENSOR_DIMS << 3 | VARINT);
+        put_varint(&mut six, 1);
+        assert!(relu6_to_clip(&model(13, &relu6_nodes(), &[six, inits[1].clone()], "y")).is_none());
+        // A subgraph may read the chain's tensors.
+        let with_if = [relu6_nodes(), vec![node_bytes("If", &["c"], "z")]].concat();
+        assert!(relu6_to_clip(&model(13, &with_if, &inits, "y")).is_none());
+        // A bound that is also a graph input can be fed at run time.
+        assert!(relu6_to_clip(&model_with_inputs(13, &relu6_nodes(), &inits, "y", &["six"])).is_none());
         // Not a model at all.
         assert!(relu6_to_clip(b"\xff\xff\xff").is_none());
         assert!(relu6_to_clip(&[]).is_none());

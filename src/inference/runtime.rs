@@ -107,7 +107,8 @@ pub fn load(explicit: Option<&Path>) -> Result<RuntimeInfo> {
 /// face every frame 34 -> 18 fps). Shared, spinning only bridges the gaps between operators and models: the
 /// element alone on decoded frames runs about 1.2x faster (YuNet 640x384 on two cores: 4.8 -> 3.6 ms). With a
 /// decoder or encoder in the same process the spinning threads take their cores and the whole pipeline is
-/// slower, so it is not the default.
+/// slower, so it is not the default. The pool exists from the first load on whether used or not (its threads then
+/// sleep), since ONNX Runtime creates it with the environment, once per process.
 fn global_pool() -> ort::Result<ort::environment::GlobalThreadPoolOptions> {
     ort::environment::GlobalThreadPoolOptions::default()
         .with_inter_threads(1)?

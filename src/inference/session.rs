@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use ort::ep::{self, ExecutionProvider as _};
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionOutputs};
 use ort::value::{TensorElementType, TensorRef, ValueType};
 
@@ -68,13 +68,22 @@ fn err_text(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-fn gpu_dispatch(provider: ExecutionProvider, opts: &SessionOptions) -> Option<ep::ExecutionProviderDispatch> {
+fn gpu_dispatch(
+    provider: ExecutionProvider,
+    opts: &SessionOptions,
+    model: &Path,
+) -> Option<ep::ExecutionProviderDispatch> {
     match provider {
         ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
         ExecutionProvider::TensorRt => {
             let mut trt = ep::TensorRT::default().with_fp16(opts.trt_fp16);
             if let Some(dir) = opts.trt_cache_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
                 trt = trt.with_engine_cache(true).with_engine_cache_path(dir.display());
+                // A model loaded from memory (rewritten graph) has no file name for TensorRT to key its cache on:
+                // name the engines after the file, so that models of the same shape never share one.
+                if let Some(stem) = model.file_stem() {
+                    trt = trt.with_engine_cache_prefix(stem.to_string_lossy());
+                }
             }
             Some(trt.build().error_on_failure())
         }
@@ -149,6 +158,22 @@ impl ModelSession {
         provider: ExecutionProvider,
         opts: &SessionOptions,
     ) -> std::result::Result<Session, String> {
+        let rewritten = opts.rewrite_relu6.then(|| std::fs::read(path).ok()).flatten();
+        if let Some((model, _)) = rewritten.as_deref().and_then(super::graph::relu6_to_clip) {
+            // Should ONNX Runtime refuse the rewritten graph, the file as published still loads below.
+            if let Ok(session) = Self::builder(runtime, path, provider, opts)?.commit_from_memory(&model) {
+                return Ok(session);
+            }
+        }
+        Self::builder(runtime, path, provider, opts)?.commit_from_file(path).map_err(err_text)
+    }
+
+    fn builder(
+        runtime: &RuntimeInfo,
+        path: &Path,
+        provider: ExecutionProvider,
+        opts: &SessionOptions,
+    ) -> std::result::Result<SessionBuilder, String> {
         let mut b = Session::builder(&runtime.environment)
             .map_err(err_text)?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -172,14 +197,10 @@ impl ModelSession {
                 b = b.with_intra_threads(opts.threads).map_err(err_text)?;
             }
         }
-        if let Some(d) = gpu_dispatch(provider, opts) {
+        if let Some(d) = gpu_dispatch(provider, opts, path) {
             b = b.with_execution_providers([d]).map_err(err_text)?;
         }
-        let rewritten = opts.rewrite_relu6.then(|| std::fs::read(path).ok()).flatten();
-        match rewritten.as_deref().and_then(super::graph::relu6_to_clip) {
-            Some((model, _)) => b.commit_from_memory(&model).map_err(err_text),
-            None => b.commit_from_file(path).map_err(err_text),
-        }
+        Ok(b)
     }
 
     /// Runs the model on one input tensor of `shape` and hands the outputs to `f`.
