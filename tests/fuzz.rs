@@ -14,7 +14,7 @@ use std::fmt::Debug;
 
 use gstfaceanalyze::align::{self, Affine, AlignPoints};
 use gstfaceanalyze::face::{AgeEstimate, BBox, Detection, EMOTIONS, EmotionEstimate, Face, NUM_EMOTIONS};
-use gstfaceanalyze::frame::{FrameMut, FrameRef, PixelLayout};
+use gstfaceanalyze::frame::{self, FrameMut, FrameRef, PixelLayout, YuvLayout, YuvMatrix};
 use gstfaceanalyze::overlay::{LabelTemplate, Overlay, OverlayStyle, Privacy};
 use gstfaceanalyze::postprocess::{self, StrideOutputs};
 use gstfaceanalyze::preprocess::{self, LetterboxInfo, Letterboxer};
@@ -594,6 +594,102 @@ fn letterbox_of_any_frame_and_size_is_consistent_finite_and_zero_padded() {
                         prop_assert!(v >= range[c].0 - 1e-3 && v <= range[c].1 + 1e-3, "({}, {}) = {}", x, y, v);
                     }
                 }
+            }
+        }
+        Ok(())
+    });
+}
+
+/// A 4:2:0 frame (I420 or NV12) with odd sizes allowed, padded strides and trailing bytes, all 0xEE.
+#[derive(Debug, Clone)]
+struct YuvPixels {
+    nv12: bool,
+    w: usize,
+    h: usize,
+    strides: [usize; 2],
+    planes: [Vec<u8>; 3],
+}
+
+impl YuvPixels {
+    fn frame(&self) -> FrameRef<'_> {
+        let (layout, strides) = if self.nv12 {
+            (YuvLayout::Nv12, [self.strides[0], self.strides[1], 0])
+        } else {
+            (YuvLayout::I420, [self.strides[0], self.strides[1], self.strides[1]])
+        };
+        let [y, u, v] = &self.planes;
+        FrameRef::yuv([y, u, v], strides, self.w, self.h, layout, YuvMatrix::BT601).unwrap()
+    }
+
+    /// Bilinear luma and chroma at (sx, sy), written out in `Yuv::sample`.
+    fn reference(&self, sx: f32, sy: f32) -> [f32; 3] {
+        let frame::Pixels::Yuv(y) = self.frame().pixels() else { unreachable!() };
+        y.sample(sx, sy, self.w, self.h)
+    }
+}
+
+fn yuv_pixels(max_w: usize, max_h: usize) -> impl Strategy<Value = YuvPixels> {
+    (any::<bool>(), 1..=max_w, 1..=max_h, 0usize..7, 0usize..3, any::<u64>()).prop_map(
+        |(nv12, w, h, pad, tail, seed)| {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            let crow = if nv12 { 2 * cw } else { cw };
+            let strides = [w + pad, crow + pad];
+            let mut s = seed | 1;
+            let mut plane = |row: usize, rows: usize, stride: usize| -> Vec<u8> {
+                let len = stride * (rows - 1) + row + tail;
+                (0..len)
+                    .map(|i| {
+                        s ^= s << 13;
+                        s ^= s >> 7;
+                        s ^= s << 17;
+                        if i % stride < row && i < stride * (rows - 1) + row { (s % 200) as u8 + 20 } else { 0xEE }
+                    })
+                    .collect()
+            };
+            let y = plane(w, h, strides[0]);
+            let u = plane(crow, ch, strides[1]);
+            let v = if nv12 { Vec::new() } else { plane(crow, ch, strides[1]) };
+            YuvPixels { nv12, w, h, strides, planes: [y, u, v] }
+        },
+    )
+}
+
+#[test]
+fn yuv_warp_and_letterbox_equal_plain_bilinear_sampling() {
+    let strategy = (yuv_pixels(41, 23), affine(), 0usize..12, 0usize..8, 0usize..60);
+    fuzz("YUV warp_affine + letterbox", 1024, strategy, |(px, m, ow, oh, size)| {
+        let (w, h) = (px.w as f32, px.h as f32);
+        let mut differs = None;
+        preprocess::warp_affine(&px.frame(), &m, ow, oh, |x, y, rgb| {
+            let (xf, yf) = (x as f32, y as f32);
+            let sx = m[0] * xf + m[1] * yf + m[2];
+            let sy = m[3] * xf + m[4] * yf + m[5];
+            let sx = if sx.is_nan() { 0.0 } else { sx.clamp(0.0, w - 1.0) };
+            let sy = if sy.is_nan() { 0.0 } else { sy.clamp(0.0, h - 1.0) };
+            let want = px.reference(sx, sy);
+            if differs.is_none() && rgb.iter().zip(want).any(|(a, b)| (a - b).abs().is_nan() || (a - b).abs() > 1e-2) {
+                differs = Some((x, y, rgb, want));
+            }
+        });
+        prop_assert!(differs.is_none(), "warp (x, y, got, reference) {:?} for {:?}", differs, m);
+        let mut lb = Letterboxer::default();
+        let info = lb.run(&px.frame(), size);
+        let plane = info.input_w * info.input_h;
+        for y in 0..info.scaled_h {
+            let sy = ((y as f32 + 0.5) / info.scale_y - 0.5).clamp(0.0, h - 1.0);
+            for x in 0..info.scaled_w {
+                let sx = ((x as f32 + 0.5) / info.scale_x - 0.5).clamp(0.0, w - 1.0);
+                let [r, g, b] = px.reference(sx, sy);
+                let i = y * info.input_w + x;
+                let got = [lb.input[2 * plane + i], lb.input[plane + i], lb.input[i]];
+                prop_assert!(
+                    got.iter().zip([r, g, b]).all(|(a, b)| (a - b).abs() <= 1e-2),
+                    "letterbox ({}, {}) {:?} vs {:?}",
+                    x,
+                    y,
+                    got,
+                    [r, g, b]
+                );
             }
         }
         Ok(())
