@@ -89,7 +89,7 @@ fn hse_relu6_rewrite_is_exact_on_real_faces() {
     };
     let p = AnalyzeParams::default();
     let (a, b) = (analyze(&mut fast, &img.frame(), &p), analyze(&mut published, &img.frame(), &p));
-    assert_eq!(a.len(), 6);
+    assert_eq!((a.len(), b.len()), (6, 6));
     for (x, y) in a.iter().zip(&b) {
         let (x, y) = (x.age.unwrap().value, y.age.unwrap().value);
         assert!((x - y).abs() < 1e-3, "rewritten {x} vs published {y}");
