@@ -181,8 +181,7 @@ impl Letterboxer {
                 &mut r_plane[off..off + info.scaled_w],
             );
             for (x, (tx, cx)) in self.xs.iter().zip(&self.cxs).enumerate() {
-                let lerp = |r: &[f32], t: &Tap| r[t.i0] + (r[t.i1] - r[t.i0]) * t.w;
-                let [r, g, b] = k.rgb(lerp(ry, tx), lerp(ru, cx), lerp(rv, cx));
+                let [r, g, b] = k.rgb(hlerp(ry, tx), hlerp(ru, cx), hlerp(rv, cx));
                 bd[x] = b.clamp(0.0, 255.0);
                 gd[x] = g.clamp(0.0, 255.0);
                 rd[x] = r.clamp(0.0, 255.0);

@@ -114,6 +114,13 @@ impl ModelSession {
             ExecutionProvider::TensorRt => &[ExecutionProvider::TensorRt, ExecutionProvider::Cpu],
             ExecutionProvider::Cpu => &[ExecutionProvider::Cpu],
         };
+        // Read and rewritten once, whichever provider takes it (see `super::graph`).
+        let rewritten = opts
+            .rewrite_relu6
+            .then(|| std::fs::read(path).ok())
+            .flatten()
+            .and_then(|bytes| super::graph::relu6_to_clip(&bytes))
+            .map(|(model, _)| model);
         let mut reasons = Vec::new();
         for &provider in attempts {
             if provider != ExecutionProvider::Cpu && !provider_compiled_in(provider) {
@@ -128,7 +135,7 @@ impl ModelSession {
             if provider == ExecutionProvider::Cpu && opts.strict_provider && gpu_asked {
                 return Err(InferenceError::Provider { provider: opts.provider.name(), reason: reasons.join("; ") });
             }
-            match Self::build(runtime, path, provider, opts) {
+            match Self::build(runtime, path, rewritten.as_deref(), provider, opts) {
                 Ok(session) => {
                     check_signature(&session, spec)
                         .map_err(|reason| InferenceError::Signature { path: path.to_owned(), reason })?;
@@ -152,16 +159,17 @@ impl ModelSession {
         Err(InferenceError::Provider { provider: opts.provider.name(), reason: reasons.join("; ") })
     }
 
+    /// A session from `rewritten` (the ReLU6-rewritten model bytes) when given and accepted, else from the file.
     fn build(
         runtime: &RuntimeInfo,
         path: &Path,
+        rewritten: Option<&[u8]>,
         provider: ExecutionProvider,
         opts: &SessionOptions,
     ) -> std::result::Result<Session, String> {
-        let rewritten = opts.rewrite_relu6.then(|| std::fs::read(path).ok()).flatten();
-        if let Some((model, _)) = rewritten.as_deref().and_then(super::graph::relu6_to_clip) {
+        if let Some(model) = rewritten {
             // Should ONNX Runtime refuse the rewritten graph, the file as published still loads below.
-            if let Ok(session) = Self::builder(runtime, path, provider, opts)?.commit_from_memory(&model) {
+            if let Ok(session) = Self::builder(runtime, path, provider, opts)?.commit_from_memory(model) {
                 return Ok(session);
             }
         }
