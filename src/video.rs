@@ -180,7 +180,6 @@ impl VideoAnalyzer {
             // New tracks first, then the longest-waiting ones.
             self.selected.sort_by_key(|&(last, di, _, _)| (last.is_some(), last, di));
             self.selected.truncate(budget);
-            self.selected.sort_by_key(|&(_, di, _, _)| di);
         }
         // Age does not change within a video: once a track's fused age is settled, its age is classified only
         // every AGE_SETTLED_FACTOR reclassifications (emotion keeps the full rate). Age-due faces go first.
@@ -201,6 +200,7 @@ impl VideoAnalyzer {
         if !emotion_on {
             self.selected.retain(|s| s.3);
         }
+        // Age-due faces first, each group in detection order.
         self.selected.sort_by_key(|&(_, di, _, due)| (!due, di));
         let n_age = self.selected.iter().take_while(|s| s.3).count();
         if !self.selected.is_empty() {
