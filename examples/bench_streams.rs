@@ -4,7 +4,10 @@
 //! total fps, per-stream fps and the element's per-frame latency percentiles.
 //!
 //! `cargo run --release --example bench_streams -- [VIDEO] [--streams 1,4,8] [--frames N] [--threads T]
-//!  [--format BGRx|I420|...] [--shared-only] [--set PROP=VALUE]...`
+//!  [--format BGRx|I420|...] [--shared-only] [--warmup N] [--set PROP=VALUE]...`
+//!
+//! `--warmup N`: each stream first runs its first N frames untimed (GPU providers load kernels and pick
+//! algorithms on their first runs); the timed frames then start together in every stream.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,14 +34,20 @@ fn decode(video: &str, format: &str, max: usize) -> Result<(gst::Caps, Vec<gst::
     Ok((caps.ok_or("no frames")?, frames))
 }
 
-/// Runs `n` streams at once; returns (wall, per-stream frame counts, all latencies).
+/// Runs `n` streams at once; returns (wall, per-stream frame counts, all latencies, the provider in use).
+///
+/// With `warm` > 0 each stream first sends its first `warm` frames untimed (a GPU provider's first runs load
+/// kernels and pick algorithms), waits until they are through, and all streams start the timed frames together.
 fn run(
     caps: &gst::Caps,
     frames: &Arc<Vec<gst::Buffer>>,
     n: usize,
     shared: bool,
     props: &[(String, String)],
-) -> Result<(Duration, Vec<usize>, Vec<Duration>), String> {
+    warm: usize,
+) -> Result<(Duration, Vec<usize>, Vec<Duration>, String), String> {
+    let frame_ns = gst::ClockTime::from_mseconds(33).nseconds();
+    let mut warm_rx = Vec::new();
     let mut pipes = Vec::new();
     let lat: Arc<Mutex<Vec<Duration>>> = Arc::default();
     for i in 0..n {
@@ -62,27 +71,53 @@ fn run(
             gst::PadProbeReturn::Ok
         });
         let l = lat.clone();
+        let (warm_tx, rx) = std::sync::mpsc::channel::<()>();
+        warm_rx.push(rx);
         fa.static_pad("src").ok_or("pad")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(t0) =
-                info.buffer().and_then(|b| b.pts()).and_then(|t| starts.lock().unwrap().remove(&t.nseconds()))
-            {
+            let Some(pts) = info.buffer().and_then(|b| b.pts()) else { return gst::PadProbeReturn::Ok };
+            let t0 = starts.lock().unwrap().remove(&pts.nseconds());
+            let index = (pts.nseconds() / frame_ns) as usize;
+            if index + 1 == warm {
+                let _ = warm_tx.send(());
+            } else if let (Some(t0), true) = (t0, index >= warm) {
                 l.lock().unwrap().push(t0.elapsed());
             }
             gst::PadProbeReturn::Ok
         });
         let src = p.by_name("src").ok_or("src")?.downcast::<gst_app::AppSrc>().map_err(|_| "appsrc")?;
         src.set_caps(Some(caps));
-        p.set_state(gst::State::Paused).map_err(|e| format!("{e:?}"))?;
+        if let Err(e) = p.set_state(gst::State::Paused) {
+            // The element's own error message says why (a provider that cannot start, a missing model...).
+            let why = p.bus().and_then(|b| b.pop_filtered(&[gst::MessageType::Error])).and_then(|m| match m.view() {
+                gst::MessageView::Error(err) => Some(format!("{} ({:?})", err.error(), err.debug())),
+                _ => None,
+            });
+            for q in pipes.iter().map(|(q, _)| q).chain([&p]) {
+                let _ = q.set_state(gst::State::Null);
+            }
+            return Err(why.unwrap_or_else(|| format!("{e:?}")));
+        }
         pipes.push((p, src));
     }
-    let t0 = Instant::now();
+    let barrier = Arc::new(std::sync::Barrier::new(n));
+    let start: Arc<Mutex<Option<Instant>>> = Arc::default();
     let mut feeders = Vec::new();
-    for (p, src) in &pipes {
+    for ((p, src), rx) in pipes.iter().zip(warm_rx) {
         p.set_state(gst::State::Playing).map_err(|e| format!("{e:?}"))?;
-        let (src, frames) = (src.clone(), frames.clone());
+        let (src, frames, barrier, start) = (src.clone(), frames.clone(), barrier.clone(), start.clone());
         feeders.push(std::thread::spawn(move || {
             let d = gst::ClockTime::from_mseconds(33);
-            for (i, f) in frames.iter().enumerate() {
+            let warm = warm.min(frames.len());
+            for (i, f) in frames[..warm].iter().chain(frames.iter()).enumerate() {
+                if i == warm {
+                    // A stream that fails during warm-up must not hold the others forever.
+                    if warm > 0 {
+                        let _ = rx.recv_timeout(Duration::from_secs(120));
+                    }
+                    if barrier.wait().is_leader() {
+                        *start.lock().unwrap() = Some(Instant::now());
+                    }
+                }
                 let mut b = f.copy();
                 let bm = b.make_mut();
                 bm.set_pts(d * i as u64);
@@ -106,7 +141,12 @@ fn run(
         }
         counts.push(frames.len());
     }
-    let wall = t0.elapsed();
+    let wall = start.lock().unwrap().map_or(Duration::ZERO, |t| t.elapsed());
+    let provider = pipes
+        .first()
+        .and_then(|(p, _)| p.by_name("fa"))
+        .and_then(|fa| fa.property::<Option<String>>("active-provider"))
+        .unwrap_or_default();
     for f in feeders {
         let _ = f.join();
     }
@@ -114,7 +154,7 @@ fn run(
         let _ = p.set_state(gst::State::Null);
     }
     let l = std::mem::take(&mut *lat.lock().unwrap());
-    Ok((wall, counts, l))
+    Ok((wall, counts, l, provider))
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -122,6 +162,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     gstfaceanalyze::plugin_register_static()?;
     let mut video = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/videos/stage_360p.mp4").to_string();
     let (mut streams, mut max, mut threads, mut extra) = (vec![1usize, 4, 8], 100usize, 1u32, Vec::new());
+    let mut warm = 0usize;
     let mut format = "BGRx".to_string();
     let mut modes = vec![true, false];
     let mut args = std::env::args().skip(1);
@@ -132,6 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--frames" => max = args.next().ok_or("--frames")?.parse()?,
             "--threads" => threads = args.next().ok_or("--threads")?.parse()?,
+            "--warmup" => warm = args.next().ok_or("--warmup")?.parse()?,
             "--format" => format = args.next().ok_or("--format")?,
             "--shared-only" => modes = vec![true],
             "--set" => {
@@ -154,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     println!(
-        "{:>7} {:>9} {:>10} {:>13} {:>8} {:>8}",
+        "{:>7} {:>9} {:>10} {:>13} {:>8} {:>8}  provider",
         "streams", "engines", "total fps", "fps/stream", "p50 ms", "p95 ms"
     );
     for &n in &streams {
@@ -162,12 +204,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if n == 1 && !shared {
                 continue;
             }
-            let (wall, counts, mut lat) = run(&caps, &frames, n, shared, &props)?;
+            let (wall, counts, mut lat, provider) = run(&caps, &frames, n, shared, &props, warm)?;
             lat.sort();
             let q = |x: f64| lat.get(((lat.len() as f64 - 1.0) * x) as usize).map_or(0.0, |d| d.as_secs_f64() * 1e3);
             let total: usize = counts.iter().sum();
             println!(
-                "{:>7} {:>9} {:>10.1} {:>13.1} {:>8.1} {:>8.1}",
+                "{:>7} {:>9} {:>10.1} {:>13.1} {:>8.1} {:>8.1}  {provider}",
                 n,
                 if shared { "shared" } else { "separate" },
                 total as f64 / wall.as_secs_f64(),
