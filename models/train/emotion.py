@@ -22,7 +22,16 @@ One command, e.g.:
   python3 models/train/emotion.py --data ../shared/data/fer2013 \
       --out out/train/emotion --cache out/train/emotion-cache --epochs 20
 Deterministic: fixed seeds (torch, numpy, random), a seeded permutation per epoch, fixed thread count.
+
+GPU (see models/train/gpu_train.sh): --device cuda keeps the data on the GPU and augments there (bf16 autocast,
+channels_last, cudnn autotune); --budget SECONDS picks the number of epochs from a timed warm-up so that the
+whole process (start-up included) ends within about that many seconds; --teacher A_best.pt,B_best.pt distils
+from nets trained by this script (averaged softened teacher probabilities, --kd-alpha, --kd-temp).
 """
+
+import time
+
+T_PROC = time.time()  # process start (before the torch import): --budget counts from here
 
 import argparse
 import copy
@@ -32,7 +41,6 @@ import math
 import os
 import random
 import sys
-import time
 
 import numpy as np
 import torch
@@ -73,7 +81,9 @@ def load_cache(data_dir, cache_dir):
         x[i] = np.clip(np.rint(g), 0, 255).astype(np.uint8)
         y[i] = EMOTIONS.index(r["label"])
         split[i] = {"train": 0, "validation": 1}[r["split"]]
-    np.savez(cache, x=x, y=y, split=split)
+    tmp = f"{cache[:-4]}.tmp{os.getpid()}.npz"  # written under another name, then renamed: never a partial cache
+    np.savez(tmp, x=x, y=y, split=split)
+    os.replace(tmp, cache)
     return x, y, split
 
 
@@ -88,12 +98,14 @@ def val_inputs(xu8):
     return to_pm1(t)
 
 
-def augment(xu8, gen, args):
+def augment(xu8, gen, args, device=None):
     """Random similarity transform (rotation, scale, shift, mirror) sampled straight from the 48x48 source into
-    64x64 (as the element's warp), then brightness/contrast jitter and random erasing. xu8: uint8 tensor [B,48,48]."""
+    64x64 (as the element's warp), then brightness/contrast jitter and random erasing. xu8: uint8 tensor [B,48,48]
+    on `device` (default: xu8's), gen: a torch.Generator on that device; the result is on that device."""
+    dev = xu8.device if device is None else torch.device(device)
     b = xu8.shape[0]
-    src = xu8.float().unsqueeze(1)
-    u = lambda: torch.rand(b, generator=gen)
+    src = xu8.to(dev).float().unsqueeze(1)
+    u = lambda: torch.rand(b, generator=gen, device=dev)
     ang = (u() * 2 - 1) * math.radians(args.rot)
     scale = 1.0 + (u() * 2 - 1) * args.scale
     tx = (u() * 2 - 1) * args.shift * 2 / NET_SIZE  # shift in source pixels -> normalised coordinates
@@ -106,22 +118,22 @@ def augment(xu8, gen, args):
     grid = F.affine_grid(theta, (b, 1, IN_SIZE, IN_SIZE), align_corners=False)
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # brightness / contrast
-    c = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * args.contrast
-    br = (torch.rand(b, 1, 1, 1, generator=gen) * 2 - 1) * args.brightness * 255
+    c = 1.0 + (torch.rand(b, 1, 1, 1, generator=gen, device=dev) * 2 - 1) * args.contrast
+    br = (torch.rand(b, 1, 1, 1, generator=gen, device=dev) * 2 - 1) * args.brightness * 255
     m = out.mean(dim=(2, 3), keepdim=True)
     out = ((out - m) * c + m + br).clamp(0, 255)
     out = to_pm1(out)
     # random erasing: one rectangle of 2-20 % of the area, filled with noise, with probability args.erase
     if args.erase > 0:
-        area = (0.02 + torch.rand(b, generator=gen) * 0.18) * IN_SIZE * IN_SIZE
-        ratio = torch.exp((torch.rand(b, generator=gen) * 2 - 1) * math.log(3.0))
+        area = (0.02 + u() * 0.18) * IN_SIZE * IN_SIZE
+        ratio = torch.exp((u() * 2 - 1) * math.log(3.0))
         h = (area * ratio).sqrt().clamp(4, IN_SIZE - 1)
         w = (area / ratio).sqrt().clamp(4, IN_SIZE - 1)
-        y0 = torch.rand(b, generator=gen) * (IN_SIZE - h)
-        x0 = torch.rand(b, generator=gen) * (IN_SIZE - w)
-        on = torch.rand(b, generator=gen) < args.erase
-        yy = torch.arange(IN_SIZE).view(1, IN_SIZE, 1)
-        xx = torch.arange(IN_SIZE).view(1, 1, IN_SIZE)
+        y0 = u() * (IN_SIZE - h)
+        x0 = u() * (IN_SIZE - w)
+        on = u() < args.erase
+        yy = torch.arange(IN_SIZE, device=dev).view(1, IN_SIZE, 1)
+        xx = torch.arange(IN_SIZE, device=dev).view(1, 1, IN_SIZE)
         mask = (
             (yy >= y0.view(b, 1, 1))
             & (yy < (y0 + h).view(b, 1, 1))
@@ -129,7 +141,7 @@ def augment(xu8, gen, args):
             & (xx < (x0 + w).view(b, 1, 1))
             & on.view(b, 1, 1)
         ).unsqueeze(1)
-        noise = torch.rand(out.shape, generator=gen) * 2 - 1
+        noise = torch.rand(out.shape, generator=gen, device=dev) * 2 - 1
         out = torch.where(mask, noise, out)
     return out
 
@@ -224,18 +236,59 @@ def count_macs(model):
 # train / evaluate
 
 
-def acc3(model, xv, yv, bs=512, amp=False):
+def val_logits(model, xv, bs=512, amp=False):
+    """float32 logits [N,7] of `model` (eval mode) on xv, on xv's device."""
     model.eval()
     logits = []
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+    with torch.no_grad(), torch.autocast(xv.device.type, dtype=torch.bfloat16, enabled=amp):
         for i in range(0, len(xv), bs):
             logits.append(model(xv[i : i + bs].contiguous(memory_format=torch.channels_last)).float())
-    lg = torch.cat(logits)
+    return torch.cat(logits)
+
+
+def acc_of(lg, yv):
+    """(7-class accuracy, happy/sad/neutral accuracy) of scores lg [N,7] (logits or probabilities)."""
     acc7 = (lg.argmax(1) == yv).float().mean().item()
-    idx = torch.tensor([3, 4, 6])
+    idx = torch.tensor([3, 4, 6], device=yv.device)
     sel = torch.isin(yv, idx)
     p3 = idx[lg[sel][:, idx].argmax(1)]
     return acc7, (p3 == yv[sel]).float().mean().item()
+
+
+def acc3(model, xv, yv, bs=512, amp=False):
+    return acc_of(val_logits(model, xv, bs, amp), yv)
+
+
+def cpu_state(m):
+    """state_dict with CPU tensors (checkpoints load on a CPU-only machine)."""
+    return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
+
+def save_atomic(obj, path):
+    """torch.save to a temporary name, then rename: a process killed mid-write leaves the previous file intact."""
+    tmp = path + ".tmp"
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_ckpt(path):
+    return torch.load(path, map_location="cpu", weights_only=False)  # our own files (they hold an args dict)
+
+
+def load_teacher(path, dev):
+    """A net written by this script (*_best.pt, any widths), in eval mode, frozen, on dev, channels_last."""
+    ck = load_ckpt(path)
+    net = EmotionNet(tuple(ck["widths"]), ck["dropout"])
+    net.load_state_dict(ck["state_dict"])
+    net = net.to(dev, memory_format=torch.channels_last).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net, ck
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def seed_all(s):
@@ -397,7 +450,28 @@ def main():
     ap.add_argument("--export", default="", help="only export this checkpoint (e.g. OUT/emotion_own_best.pt)")
     ap.add_argument("--speed", default="", help="only measure these comma-separated ONNX files (1 thread)")
     ap.add_argument("--fp16", default="", help="only write a float16-weights copy SRC.onnx,DST.onnx")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: data, augmentation and training on the GPU (bf16 autocast, channels_last)")
+    ap.add_argument("--budget", type=float, default=0.0,
+                    help="wall seconds for this process, counted from its start (0 = off): a timed warm-up "
+                    "(--budget-steps steps on a throwaway copy + one validation pass) estimates s/epoch, and "
+                    "epochs = min(--epochs, floor(seconds left / (1.15 * s/epoch))), at least 1; the one-cycle "
+                    "schedule then fits. Safety: stops after an epoch once 1.3x the budget is (about to be) passed")
+    ap.add_argument("--budget-steps", type=int, default=20, help="timed warm-up training steps for --budget (at "
+                    "least; the timing also lasts at least min(3 s, 3 %% of the budget))")
+    ap.add_argument("--replan-epoch", type=int, default=2, help="with --budget: after this epoch, re-fit the number "
+                    "of epochs to the measured epoch time once (one-cycle schedule rebuilt and fast-forwarded; "
+                    "0 = off)")
+    ap.add_argument("--teacher", default="", help="comma-separated *_best.pt checkpoints of this script (any "
+                    "widths) to distil from: loss (1-a) CE + a T^2 KL(mean teacher softmax_T || student softmax_T)")
+    ap.add_argument("--kd-alpha", type=float, default=None, help="a: distillation weight (default 0.7 with --teacher)")
+    ap.add_argument("--kd-temp", type=float, default=4.0, help="T: distillation temperature")
+    ap.add_argument("--teacher-min-acc", type=float, default=0.0,
+                    help="skip a teacher whose checkpoint val_acc is below this (also unreadable ones are skipped)")
+    ap.add_argument("--no-export", action="store_true", help="skip the ONNX export of the best checkpoint at the end")
     args = ap.parse_args()
+    if args.kd_alpha is None:
+        args.kd_alpha = 0.7 if args.teacher else 0.0
     if args.fp16:
         return fp16_weights(*args.fp16.split(","))
     if args.speed:
@@ -419,6 +493,18 @@ def main():
     log(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(sys.argv)}")
     log(f"args {vars(args)} torch {torch.__version__}")
 
+    dev = torch.device("cpu") if args.export else torch.device(args.device)  # --export always runs on the CPU
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: torch sees no CUDA device")
+        dev = torch.device("cuda", torch.cuda.current_device())
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        pr = torch.cuda.get_device_properties(dev)
+        log(f"device {dev}: {pr.name}, {pr.total_memory / 2**30:.0f} GiB, {pr.multi_processor_count} SMs, "
+            f"cudnn {torch.backends.cudnn.version()}")
+
     t0 = time.time()
     x, y, split = load_cache(args.data, args.cache)
     xt, yt = torch.from_numpy(x[split == 0]), torch.from_numpy(y[split == 0])
@@ -432,31 +518,37 @@ def main():
     log(f"data: train {len(xt)} val {len(xv)} ({time.time() - t0:.1f} s)")
     if args.export:
         return export_best(args.export, os.path.join(args.out, f"{args.name}.onnx"), xv, yv, log)
+    xv_cpu, yv_cpu = xv, yv  # for the final ONNX export / check, which run on the CPU
+    # the whole train set is ~66 MB of uint8 and the validation inputs ~59 MB: moved to the device once
+    xt, yt, xv, yv = (t.to(dev) for t in (xt, yt, xv, yv))
 
     widths = tuple(int(v) for v in args.widths.split(","))
     model = EmotionNet(widths, args.dropout)
     macs = count_macs(model)
     params = sum(p.numel() for p in model.parameters())
     log(f"model widths {widths}: {params} parameters, {macs / 1e6:.2f} M MACs ({2 * macs / 1e9:.4f} GFLOP) / face")
-    model = model.to(memory_format=torch.channels_last)
+    model = model.to(dev, memory_format=torch.channels_last)
 
     if args.bench:
         crit = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
-        gen = torch.Generator().manual_seed(args.seed)
+        gen = torch.Generator(device=dev).manual_seed(args.seed)
         for amp in ((False, True) if args.bf16 == 2 else (bool(args.bf16),)):
             m = copy.deepcopy(model).train()
             opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, nesterov=True)
             ts = []
             for it in range(args.bench + 2):
-                idx = torch.randint(len(xt), (args.batch,), generator=gen)
+                idx = torch.randint(len(xt), (args.batch,), generator=gen, device=dev)
+                sync(dev)
                 t1 = time.time()
-                xb = augment(xt[idx], gen, args).contiguous(memory_format=torch.channels_last)
+                xb = augment(xt[idx], gen, args, dev).contiguous(memory_format=torch.channels_last)
+                sync(dev)
                 ta = time.time() - t1
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
                     loss = crit(m(xb).float(), yt[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                sync(dev)
                 ts.append((time.time() - t1, ta))
             ts = ts[2:]
             step = sum(t for t, _ in ts) / len(ts)
@@ -467,23 +559,157 @@ def main():
             )
         return
 
+    # teachers (knowledge distillation)
+    teachers = []
+    if args.teacher:
+        tprobs = []
+        for path in (p_.strip() for p_ in args.teacher.split(",")):
+            if not path:
+                continue
+            try:
+                net, ck = load_teacher(path, dev)
+            except Exception as e:  # a missing / broken teacher must not cost the run
+                log(f"teacher {path}: cannot load ({type(e).__name__}: {e}); skipped")
+                continue
+            if ck.get("val_acc", 1.0) < args.teacher_min_acc:
+                log(f"teacher {path}: checkpoint val_acc {ck['val_acc']:.4f} < --teacher-min-acc "
+                    f"{args.teacher_min_acc}; skipped")
+                continue
+            lg = val_logits(net, xv)
+            a7, a3 = acc_of(lg, yv)
+            log(f"teacher {path}: widths {tuple(ck['widths'])}, epoch {ck.get('epoch')} ({ck.get('which')}), "
+                f"val {a7:.4f} (3c {a3:.4f})")
+            teachers.append(net)
+            tprobs.append(torch.softmax(lg, 1))
+        if teachers:
+            a7, a3 = acc_of(torch.stack(tprobs).mean(0), yv)
+            log(f"teachers averaged ({len(teachers)}): val {a7:.4f} (3c {a3:.4f}); distillation alpha "
+                f"{args.kd_alpha} temperature {args.kd_temp}")
+        else:
+            log("no usable teacher: training without distillation")
+        del tprobs
+
     crit = nn.CrossEntropyLoss(label_smoothing=args.smoothing)
-    decay, no_decay = [], []
-    for n_, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=args.lr,
-        momentum=0.9,
-        nesterov=True,
-    )
+    amp = bool(args.bf16)
+    kd_t, kd_a = args.kd_temp, args.kd_alpha
+
+    def make_opt(m):
+        decay, no_decay = [], []
+        for n_, p in m.named_parameters():
+            (no_decay if p.ndim <= 1 else decay).append(p)
+        return torch.optim.SGD(
+            [{"params": decay, "weight_decay": args.wd}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=args.lr,
+            momentum=0.9,
+            nesterov=True,
+        )
+
+    def train_step(m, opt, xb, yb):
+        """One SGD step; returns the (detached) loss and logits. No host sync."""
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            out = m(xb).float()
+        loss = crit(out, yb)
+        if teachers:
+            with torch.no_grad():
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                    tl = [t(xb).float() for t in teachers]
+                pt = torch.stack([torch.softmax(v / kd_t, 1) for v in tl]).mean(0)
+            kl = F.kl_div(F.log_softmax(out / kd_t, 1), pt, reduction="batchmean")
+            loss = (1 - kd_a) * loss + (kd_a * kd_t * kd_t) * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.detach(), out.detach()
+
+    def ema_update(ema_p, model_p, step):
+        # parameters only: the buffers (BN statistics) are copied from the model before each evaluation, which is
+        # what copying them after every step amounts to
+        d = min(args.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_mul_(ema_p, d)
+            torch._foreach_add_(ema_p, model_p, alpha=1 - d)
+
     steps_per_epoch = len(xt) // args.batch
-    total = steps_per_epoch * args.epochs
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=total, pct_start=0.15, div_factor=20, final_div_factor=200
-    )
+    if steps_per_epoch < 1:
+        raise SystemExit(f"{len(xt)} training images < one batch of {args.batch}")
+    n_eval = 2 if args.ema > 0 else 1
+    budget_info = None
+    if args.budget > 0:
+        # Time the real step (augment, student, teachers, SGD, EMA) on throwaway copies; the RNG states are put
+        # back afterwards, so the run that follows is the one --budget 0 with the chosen --epochs would give.
+        rng_cpu = torch.get_rng_state()
+        rng_cuda = torch.cuda.get_rng_state_all() if dev.type == "cuda" else None
+        m = copy.deepcopy(model).train()
+        o = make_opt(m)
+        e = copy.deepcopy(m).eval() if args.ema > 0 else None
+        ep_, mp_ = (list(e.parameters()), list(m.parameters())) if e is not None else (None, None)
+        wgen = torch.Generator(device=dev).manual_seed(args.seed + 7919)
+        n_untimed = 3 if dev.type == "cuda" else 1  # cudnn autotune / first-call allocations
+        min_steps = max(1, args.budget_steps)
+        window = min(3.0, 0.03 * args.budget)  # a GPU step is ~10 ms: time long enough to see concurrent runs
+        tw = time.time()
+        acc_l = torch.zeros((), dtype=torch.float64, device=dev)
+        it = n_timed = 0
+        while True:
+            if it == n_untimed:
+                sync(dev)
+                t1 = time.time()
+            if it >= n_untimed:
+                if n_timed >= min_steps and time.time() - t1 >= window:
+                    break
+                n_timed += 1
+            idx = torch.randint(len(xt), (args.batch,), generator=wgen, device=dev)
+            xb = augment(xt[idx], wgen, args, dev).contiguous(memory_format=torch.channels_last)
+            l_, out_ = train_step(m, o, xb, yt[idx])
+            if e is not None:
+                ema_update(ep_, mp_, it + 1)
+            acc_l += l_.double() * len(idx) + (out_.argmax(1) == yt[idx]).sum()
+            it += 1
+        sync(dev)
+        t_step = (time.time() - t1) / n_timed
+        if dev.type == "cuda":
+            acc3(m, xv, yv)  # autotune the validation shapes
+        sync(dev)
+        t1 = time.time()
+        acc3(m, xv, yv)
+        t_val = time.time() - t1
+        t1 = time.time()
+        probe = os.path.join(args.out, f".{args.name}_budget_probe.pt")
+        save_atomic({"state_dict": cpu_state(m)}, probe)  # one best-checkpoint save per epoch at most
+        os.remove(probe)
+        t_save = time.time() - t1
+        finite = bool(torch.isfinite(acc_l).item())
+        del m, o, e, ep_, mp_, acc_l
+        torch.set_rng_state(rng_cpu)
+        if rng_cuda is not None:
+            torch.cuda.set_rng_state_all(rng_cuda)
+        est = steps_per_epoch * t_step + n_eval * t_val + t_save
+        elapsed = time.time() - T_PROC
+        left = args.budget - elapsed
+        fit = int(math.floor(left / (1.15 * est))) if left > 0 else 0
+        chosen = max(1, min(args.epochs, fit))
+        budget_info = {"budget_s": args.budget, "step_s": t_step, "val_s": t_val, "save_s": t_save, "est_epoch_s": est,
+                       "elapsed_before_training_s": elapsed, "fit_epochs": fit, "epochs_cap": args.epochs,
+                       "epochs": chosen, "warmup_s": time.time() - tw}
+        log(f"budget {args.budget:.0f} s: warm-up {time.time() - tw:.1f} s ({n_untimed} + {n_timed} steps"
+            f"{'' if finite else ', NON-FINITE loss'}): {t_step * 1000:.1f} ms/step x {steps_per_epoch} steps + "
+            f"{n_eval} x {t_val:.2f} s validation + {t_save:.2f} s save = {est:.2f} s/epoch estimated; {elapsed:.1f} s elapsed since "
+            f"start, {left:.1f} s left -> {fit} epochs fit (x1.15 margin); epochs = {chosen} (cap {args.epochs})")
+        args.epochs = chosen
+
+    model.train()
+    opt = make_opt(model)
+
+    def make_sched(epochs):
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=args.lr, total_steps=steps_per_epoch * epochs, pct_start=0.15, div_factor=20,
+            final_div_factor=200
+        )
+
+    sched = make_sched(args.epochs)
     ema = copy.deepcopy(model).eval() if args.ema > 0 else None
-    gen = torch.Generator().manual_seed(args.seed)
+    ema_p, model_p = (list(ema.parameters()), list(model.parameters())) if ema is not None else (None, None)
+    gen = torch.Generator(device=dev).manual_seed(args.seed)
     perm_rng = np.random.default_rng(args.seed)
 
     best = (-1.0, None, None)  # acc, epoch, which
@@ -498,43 +724,51 @@ def main():
         if deadline < time.time() - 12 * 3600:
             deadline += 24 * 3600
     stopped = None
-    for ep in range(1, args.epochs + 1):
+
+    def write_hist():
+        with open(os.path.join(args.out, f"{args.name}_history.json"), "w") as f:
+            json.dump({"history": hist, "best": {"val_acc": best[0], "epoch": best[1], "which": best[2]},
+                       "params": params, "macs": macs, "stopped_after": stopped,
+                       **({"budget": budget_info} if budget_info is not None else {}),
+                       **({"teachers": len(teachers)} if args.teacher else {})}, f, indent=1)
+
+    ep = 0
+    while ep < args.epochs:  # a while loop: --budget's re-plan may change args.epochs
+        ep += 1
         if deadline is not None and hist and time.time() + 1.1 * hist[-1]["sec_total"] > deadline:
             stopped = ep - 1
             log(f"deadline {args.deadline}: stopping after epoch {stopped} of {args.epochs}")
             break
         te = time.time()
         model.train()
-        perm = torch.from_numpy(perm_rng.permutation(len(xt)))
-        tot_loss, tot_n, correct = 0.0, 0, 0
+        perm = torch.from_numpy(perm_rng.permutation(len(xt))).to(dev, non_blocking=True)
+        # running sums stay on the device (no host sync per step); read once per epoch
+        tot_loss = torch.zeros((), dtype=torch.float64, device=dev)
+        correct = torch.zeros((), dtype=torch.int64, device=dev)
+        tot_n = 0
         for b in range(steps_per_epoch):
             idx = perm[b * args.batch : (b + 1) * args.batch]
-            xb = augment(xt[idx], gen, args).contiguous(memory_format=torch.channels_last)
+            xb = augment(xt[idx], gen, args, dev).contiguous(memory_format=torch.channels_last)
             yb = yt[idx]
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(args.bf16)):
-                out = model(xb).float()
-            loss = crit(out, yb)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss, out = train_step(model, opt, xb, yb)
             sched.step()
             step += 1
             if ema is not None:
-                d = min(args.ema, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, pm in zip(ema.parameters(), model.parameters()):
-                        pe.mul_(d).add_(pm.detach(), alpha=1 - d)
-                    for be, bm in zip(ema.buffers(), model.buffers()):
-                        be.copy_(bm)
-            tot_loss += loss.item() * len(idx)
+                ema_update(ema_p, model_p, step)
+            tot_loss += loss.double() * len(idx)
             tot_n += len(idx)
-            correct += (out.argmax(1) == yb).sum().item()
+            correct += (out.argmax(1) == yb).sum()
+        if ema is not None:
+            with torch.no_grad():
+                for be, bm in zip(ema.buffers(), model.buffers()):
+                    be.copy_(bm)
+        sync(dev)
         t_train = time.time() - te
         acc, acc_3 = acc3(model, xv, yv)
         row = {
             "epoch": ep,
-            "loss": tot_loss / tot_n,
-            "train_acc": correct / tot_n,
+            "loss": tot_loss.item() / tot_n,
+            "train_acc": correct.item() / tot_n,
             "val_acc": acc,
             "val_acc3": acc_3,
             "lr": sched.get_last_lr()[0],
@@ -544,14 +778,15 @@ def main():
             ea, ea3 = acc3(ema, xv, yv)
             row["ema_val_acc"], row["ema_val_acc3"] = ea, ea3
             cands.append(("ema", ea, ema))
-        for which, a, m in cands:
-            if a > best[0]:
-                best = (a, ep, which)
-                torch.save(
-                    {"state_dict": m.state_dict(), "widths": widths, "dropout": args.dropout, "epoch": ep,
-                     "which": which, "val_acc": a, "args": vars(args)},
-                    os.path.join(args.out, f"{args.name}_best.pt"),
-                )
+        # the epoch's better candidate (raw on ties), saved once if it beats the best so far
+        which, a, m = cands[1] if len(cands) > 1 and cands[1][1] > cands[0][1] else cands[0]
+        if a > best[0]:
+            best = (a, ep, which)
+            save_atomic(
+                {"state_dict": cpu_state(m), "widths": widths, "dropout": args.dropout, "epoch": ep,
+                 "which": which, "val_acc": a, "args": vars(args)},
+                os.path.join(args.out, f"{args.name}_best.pt"),
+            )
         row["sec_train"] = t_train
         row["sec_total"] = time.time() - te
         hist.append(row)
@@ -562,24 +797,47 @@ def main():
             + f" lr {row['lr']:.4g} | {t_train:.0f} s train, {row['sec_total']:.0f} s total, "
             f"elapsed {time.time() - t_start:.0f} s"
         )
-    torch.save(
-        {"state_dict": model.state_dict(), "widths": widths, "dropout": args.dropout, "epoch": args.epochs,
-         "args": vars(args), "ema_state_dict": ema.state_dict() if ema is not None else None},
+        if budget_info is not None and ep == args.replan_epoch and ep < args.epochs:
+            # re-fit once to the measured epoch (steady state, the concurrent runs all going)
+            el = time.time() - T_PROC
+            fit = ep + int(math.floor(max(0.0, args.budget - el) / (1.15 * row["sec_total"])))
+            new = max(ep + 1, min(budget_info["epochs_cap"], fit))
+            if abs(new - args.epochs) > max(1, 0.03 * args.epochs):
+                log(f"budget re-plan after epoch {ep}: {row['sec_total']:.2f} s/epoch measured (estimate "
+                    f"{budget_info['est_epoch_s']:.2f}), {el:.0f} s elapsed -> epochs {args.epochs} -> {new}")
+                budget_info.update(replan_epoch=ep, replan_epoch_s=row["sec_total"], epochs_before_replan=args.epochs,
+                                   epochs=new)
+                args.epochs = new
+                sched = make_sched(new)  # same optimizer; fast-forward to the current step
+                for _ in range(step):
+                    sched.step()
+        if args.budget > 0 and ep < args.epochs:
+            el = time.time() - T_PROC
+            if el + row["sec_total"] > 1.3 * args.budget:
+                stopped = ep
+                log(f"budget safety: {el:.0f} s since start + {row['sec_total']:.1f} s/epoch > 1.3 x "
+                    f"{args.budget:.0f} s: stopping after epoch {ep} of {args.epochs}")
+        write_hist()
+        if stopped is not None:
+            break
+    save_atomic(
+        {"state_dict": cpu_state(model), "widths": widths, "dropout": args.dropout, "epoch": args.epochs,
+         "args": vars(args), "ema_state_dict": cpu_state(ema) if ema is not None else None},
         os.path.join(args.out, f"{args.name}_last.pt"),
     )
-    log(f"best val {best[0]:.4f} at epoch {best[1]} ({best[2]}); stopped early: {stopped}; wall {time.time() - t_start:.0f} s training")
-    with open(os.path.join(args.out, f"{args.name}_history.json"), "w") as f:
-        json.dump({"history": hist, "best": {"val_acc": best[0], "epoch": best[1], "which": best[2]},
-                   "params": params, "macs": macs,
-                   "stopped_after": stopped}, f, indent=1)
+    log(f"best val {best[0]:.4f} at epoch {best[1]} ({best[2]}); stopped early: {stopped}; wall {time.time() - t_start:.0f} s training"
+        f", {time.time() - T_PROC:.0f} s since start")
+    write_hist()
 
-    export_best(os.path.join(args.out, f"{args.name}_best.pt"), os.path.join(args.out, f"{args.name}.onnx"), xv, yv,
-                log)
+    if args.no_export:
+        return
+    export_best(os.path.join(args.out, f"{args.name}_best.pt"), os.path.join(args.out, f"{args.name}.onnx"),
+                xv_cpu, yv_cpu, log)
 
 
 def export_best(ckpt, onnx_path, xv, yv, log):
     """Exports the best-on-validation weights (fp32) and checks the ONNX against PyTorch."""
-    ck = torch.load(ckpt, map_location="cpu")
+    ck = load_ckpt(ckpt)
     net = EmotionNet(tuple(ck["widths"]), ck["dropout"])
     net.load_state_dict(ck["state_dict"])
     net.eval()
