@@ -74,7 +74,16 @@ fn gpu_dispatch(
     model: &Path,
 ) -> Option<ep::ExecutionProviderDispatch> {
     match provider {
-        ExecutionProvider::Cuda => Some(ep::CUDA::default().build().error_on_failure()),
+        // cuDNN's default, exhaustive search benchmarks every convolution algorithm for each new input shape.
+        // The classifiers' batch size changes with the number of faces, so each new count stalled a frame: on an
+        // H200 one stream ran at 1.9 fps with a 6.3 ms median and 2 s stalls (docs/PERFORMANCE.md, GPU).
+        // The heuristic choice costs nothing per shape.
+        ExecutionProvider::Cuda => Some(
+            ep::CUDA::default()
+                .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic)
+                .build()
+                .error_on_failure(),
+        ),
         ExecutionProvider::TensorRt => {
             let mut trt = ep::TensorRT::default().with_fp16(opts.trt_fp16);
             if let Some(dir) = opts.trt_cache_dir.as_ref().filter(|d| !d.as_os_str().is_empty()) {
