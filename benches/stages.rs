@@ -200,7 +200,8 @@ fn model_stages(c: &mut Criterion) {
         ("dlib", "big", "emotion big"),
         ("hse-utk-int8", "mini", "age hse-utk-int8 (default)"),
         ("dlib-int8", "mini", "age dlib-int8"),
-        ("dlib", "ensemble", "emotion ensemble (default)"),
+        ("dlib", "ensemble", "emotion ensemble"),
+        ("dlib", "own-int8", "emotion own-int8 (default)"),
     ] {
         let mut a = analyzer(age, emotion);
         let mut group = c.benchmark_group(label);

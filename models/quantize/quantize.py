@@ -40,6 +40,9 @@ MODELS = {
     "hse": ("age_gender_hse_faceres.onnx", "input_1:0", "hse"),
     "mini": ("emotion_fer_mini_xception.onnx", "gray_pm1", "emotion"),
     "big": ("emotion_fer_big_xception.onnx", "gray_pm1", "emotion"),
+    # this project's own emotion nets (models/train/emotion.py; --models models/train)
+    "kd24": ("emotion_kd24.onnx", "gray_pm1", "emotion"),
+    "kd16": ("emotion_kd16.onnx", "gray_pm1", "emotion"),
 }
 
 # Calibration set sizes (samples).

@@ -28,7 +28,7 @@ Options:
                           manifest; emotion: round-robin over the classes)
   --detector-model M      yunet | PATH (default yunet)
   --age-model M           hse-utk-int8 | hse-int8 | hse | dlib-int8 | dlib | PATH (default hse-utk-int8)
-  --emotion-model M       ensemble | mini | big | big-int8 | PATH (default ensemble, the element's)
+  --emotion-model M       own-int8 | own | ensemble | mini | big | big-int8 | PATH (default own-int8, the element's)
   --threshold T           detection threshold (default 0.6, the element's; detect: the operating point marked
                           in the report, the sweep always starts at 0.05)
   --detection-size N      detector input long side, 0 = native (default: detect 640 as the element; age 0;
