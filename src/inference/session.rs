@@ -75,9 +75,9 @@ fn gpu_dispatch(
 ) -> Option<ep::ExecutionProviderDispatch> {
     match provider {
         // cuDNN's default, exhaustive search benchmarks every convolution algorithm for each new input shape.
-        // The classifiers' batch size changes with the number of faces, so each new count stalled a frame: on an
-        // H200 one stream ran at 1.9 fps with a 6.3 ms median and 2 s stalls (docs/PERFORMANCE.md, GPU).
-        // The heuristic choice costs nothing per shape.
+        // The classifiers' batch size changes with the number of faces, so new shapes keep coming: on an H200 one
+        // stream ran at 1.9 fps with a 6.3 ms median and 2 s stalls (docs/PERFORMANCE.md, GPU), most likely that
+        // search. The heuristic choice costs nothing per shape.
         ExecutionProvider::Cuda => Some(
             ep::CUDA::default()
                 .with_conv_algorithm_search(ep::cuda::ConvAlgorithmSearch::Heuristic)
