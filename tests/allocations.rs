@@ -122,7 +122,13 @@ fn yuv_frames_allocate_nothing_outside_ort_calls() {
     let (mut faces, mut ended) = (Vec::with_capacity(64), Vec::with_capacity(64));
     let (mut overlay, template, style) = (Overlay::new(), LabelTemplate::default(), OverlayStyle::default());
     let mut lb = Letterboxer::default();
+    // Each frame starts from the clean photo: the overlay drawn into the previous one could hide a face (a label
+    // box over a neighbour) and change what the detector sees.
+    let (y0, u0, v0) = (y.clone(), u.clone(), v.clone());
     let mut step = |i: u64, y: &mut Vec<u8>, u: &mut Vec<u8>, v: &mut Vec<u8>| {
+        y.copy_from_slice(&y0);
+        u.copy_from_slice(&u0);
+        v.copy_from_slice(&v0);
         let stats = {
             let frame = FrameRef::yuv([y, u, v], [w, cw, cw], w, h, YuvLayout::I420, m).unwrap();
             lb.run(&frame, 640);
