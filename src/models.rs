@@ -161,6 +161,29 @@ mod tests {
     }
 
     #[test]
+    fn defaults_are_manifest_models_and_committed_files_match_their_sha256() {
+        use crate::analyzer::{DEFAULT_AGE_MODEL, DEFAULT_DETECTOR_MODEL, DEFAULT_EMOTION_MODEL, ENSEMBLE_MODELS};
+        for (name, role) in
+            [(DEFAULT_DETECTOR_MODEL, "detector"), (DEFAULT_AGE_MODEL, "age"), (DEFAULT_EMOTION_MODEL, "emotion")]
+                .into_iter()
+                .chain(ENSEMBLE_MODELS.map(|n| (n, "emotion")))
+        {
+            assert_eq!(spec(name).unwrap_or_else(|| panic!("{name} not in the manifest")).role, role, "{name}");
+        }
+        // Entries installed from a file of this repository must name that very file.
+        let manifest: serde_json::Value = serde_json::from_str(include_str!("../models/manifest.json")).unwrap();
+        let mut repo_files = 0;
+        for m in manifest["models"].as_array().unwrap() {
+            if m["source"]["kind"] == "repo" {
+                let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(m["source"]["path"].as_str().unwrap());
+                verify_file(&path, m["sha256"].as_str()).unwrap_or_else(|e| panic!("{}: {e}", m["name"]));
+                repo_files += 1;
+            }
+        }
+        assert!(repo_files >= 6, "{repo_files} repository files in the manifest");
+    }
+
+    #[test]
     fn resolve_names_and_paths() {
         let dir = Path::new("/m");
         let r = resolve("hse", "age", dir).unwrap();

@@ -130,7 +130,7 @@ fn int8_models_agree_with_float_on_real_faces() {
         );
     }
     // The default emotion net, own-int8, against its float file `own`.
-    let Some(mut oi) = analyzer(|_| {}) else { return };
+    let Some(mut oi) = analyzer(|c| c.emotion_model = "own-int8".into()) else { return };
     let Some(mut of) = analyzer(|c| c.emotion_model = "own".into()) else { return };
     let (ei, ef) = (analyze(&mut oi, &img.frame(), &p), analyze(&mut of, &img.frame(), &p));
     assert_eq!(ei.len(), 6);
@@ -226,31 +226,35 @@ fn fer_batch_equals_one_by_one_and_happy_is_mostly_happy() {
         let bbox = BBox { x: ox as f32 + 4.0, y: oy as f32 + 4.0, w: 40.0, h: 40.0 };
         dets.push(Detection { bbox, score: 1.0, landmarks: [[0.0; 2]; 5] });
     }
-    let Some(mut a) = analyzer(|c| {
-        c.age = false;
-        c.emotion_model = "ensemble".into();
-    }) else {
-        return;
-    };
     let p = AnalyzeParams { analyze_age: false, ..Default::default() };
     let frame = canvas.frame();
-    let mut batch = Vec::new();
-    let mut stats = Default::default();
-    a.classify(&frame, &dets, &p, &mut batch, &mut stats).unwrap();
-    // Batches of at most MAX_BATCH faces, per network of the ensemble: 40 faces -> 3 calls per network.
-    let calls = n.div_ceil(gstfaceanalyze::inference::MAX_BATCH);
-    assert_eq!(stats.emotion_runs, 2 * calls, "batched runs, not one per face");
-    let mut happy = 0;
-    for (i, d) in dets.iter().enumerate() {
-        let mut single = Vec::new();
-        a.classify(&frame, std::slice::from_ref(d), &p, &mut single, &mut Default::default()).unwrap();
-        let (b, s) = (batch[i].emotion.unwrap(), single[0].emotion.unwrap());
-        for (x, y) in b.probabilities.iter().zip(s.probabilities) {
-            assert!((x - y).abs() <= 1e-5, "face {i}: batched {b:?} vs single {s:?}");
+    // The default (own-int8, one network) and the ensemble (two); happy recall on the validation split is 0.87
+    // for own-int8 and about 0.8 for the ensemble.
+    for (model, networks, min_happy) in [("own-int8", 1, 0.75), ("ensemble", 2, 0.5)] {
+        let Some(mut a) = analyzer(|c| {
+            c.age = false;
+            c.emotion_model = model.into();
+        }) else {
+            return;
+        };
+        let mut batch = Vec::new();
+        let mut stats = Default::default();
+        a.classify(&frame, &dets, &p, &mut batch, &mut stats).unwrap();
+        // Batches of at most MAX_BATCH faces, per network: 40 faces -> 3 calls per network.
+        let calls = n.div_ceil(gstfaceanalyze::inference::MAX_BATCH);
+        assert_eq!(stats.emotion_runs, networks * calls, "{model}: batched runs, not one per face");
+        let mut happy = 0;
+        for (i, d) in dets.iter().enumerate() {
+            let mut single = Vec::new();
+            a.classify(&frame, std::slice::from_ref(d), &p, &mut single, &mut Default::default()).unwrap();
+            let (b, s) = (batch[i].emotion.unwrap(), single[0].emotion.unwrap());
+            for (x, y) in b.probabilities.iter().zip(s.probabilities) {
+                assert!((x - y).abs() <= 1e-5, "{model}, face {i}: batched {b:?} vs single {s:?}");
+            }
+            happy += usize::from(b.label() == "happy");
         }
-        happy += usize::from(b.label() == "happy");
+        assert!(happy as f64 >= min_happy * n as f64, "{model}: only {happy} of {n} happy faces came out happy");
     }
-    assert!(happy * 2 > n, "only {happy} of {n} happy faces came out happy");
     // The project's own float net (models/train/emotion_kd24.onnx, happy recall 0.87 on the validation split) by
     // path; the default is its int8 file.
     let own = concat!(env!("CARGO_MANIFEST_DIR"), "/models/train/emotion_kd24.onnx");
