@@ -46,6 +46,7 @@ fn run(
     props: &[(String, String)],
     warm: usize,
 ) -> Result<(Duration, Vec<usize>, Vec<Duration>, String), String> {
+    let warm = warm.min(frames.len());
     let frame_ns = gst::ClockTime::from_mseconds(33).nseconds();
     let mut warm_rx = Vec::new();
     let mut pipes = Vec::new();
@@ -107,24 +108,24 @@ fn run(
         let (src, frames, barrier, start) = (src.clone(), frames.clone(), barrier.clone(), start.clone());
         feeders.push(std::thread::spawn(move || {
             let d = gst::ClockTime::from_mseconds(33);
-            let warm = warm.min(frames.len());
-            for (i, f) in frames[..warm].iter().chain(frames.iter()).enumerate() {
-                if i == warm {
-                    // A stream that fails during warm-up must not hold the others forever.
-                    if warm > 0 {
-                        let _ = rx.recv_timeout(Duration::from_secs(120));
-                    }
-                    if barrier.wait().is_leader() {
-                        *start.lock().unwrap() = Some(Instant::now());
-                    }
-                }
+            let push = |i: usize, f: &gst::Buffer| {
                 let mut b = f.copy();
                 let bm = b.make_mut();
                 bm.set_pts(d * i as u64);
                 bm.set_duration(d);
-                if src.push_buffer(b).is_err() {
-                    break;
-                }
+                src.push_buffer(b).is_ok()
+            };
+            let mut ok = frames[..warm].iter().enumerate().all(|(i, f)| push(i, f));
+            // Every feeder reaches the barrier, also one whose stream failed (its error ends the run), and waits for
+            // its warm-up frames at most 2 minutes, so no stream holds the others forever.
+            if ok && warm > 0 {
+                ok = rx.recv_timeout(Duration::from_secs(120)).is_ok();
+            }
+            if barrier.wait().is_leader() {
+                *start.lock().unwrap() = Some(Instant::now());
+            }
+            if ok {
+                let _ = frames.iter().enumerate().all(|(i, f)| push(warm + i, f));
             }
             let _ = src.end_of_stream();
         }));
