@@ -416,7 +416,9 @@ def main():
     ap.add_argument("--models", type=Path, default=here.parent / "onnx", help="fp32 model folder")
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("FACEANALYZE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "out" / "quant", help="output folder (default: out/quant, git-ignored)")
-    ap.add_argument("--only", default=",".join(MODELS), help="models, comma-separated")
+    ap.add_argument("--only", default="yunet,dlib,hse,mini,big",
+                    help="models, comma-separated (kd24 / kd16, our own emotion nets, only on request, with --models "
+                    "models/train for kd24)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--force", action="store_true", help="rebuild everything")
     a = ap.parse_args()

@@ -21,7 +21,8 @@ cache (npz) under --cache, which must lie outside the repository (the data is re
 One command, e.g.:
   python3 models/train/emotion.py --data ../shared/data/fer2013 \
       --out out/train/emotion --cache out/train/emotion-cache --epochs 20
-Deterministic: fixed seeds (torch, numpy, random), a seeded permutation per epoch, fixed thread count.
+Deterministic on the CPU: fixed seeds (torch, numpy, random), a seeded permutation per epoch, fixed thread count.
+With --device cuda the seeds are fixed too, but cuDNN autotuning and bf16 kernels make runs not bit-reproducible.
 
 GPU (see models/train/gpu_train.sh): --device cuda keeps the data on the GPU and augments there (bf16 autocast,
 channels_last, cudnn autotune); --budget SECONDS picks the number of epochs from a timed warm-up so that the

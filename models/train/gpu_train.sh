@@ -140,8 +140,8 @@ wait_all() {
         local rc=0
         wait "${pids[$i]}" || rc=$?
         local what="ok"
-        [ $rc = 124 ] && what="KILLED at its hard limit"
-        [ $rc != 0 ] && [ $rc != 124 ] && what="FAILED"
+        { [ $rc = 124 ] || [ $rc = 137 ]; } && what="KILLED at its hard limit"
+        [ $rc != 0 ] && [ $rc != 124 ] && [ $rc != 137 ] && what="FAILED"
         say "${names[$i]} exited $rc ($what); best checkpoint: $([ -s "$OUT/${names[$i]}_best.pt" ] && echo yes || echo NO)"
         tail -n 4 "$OUT/${names[$i]}_console.log" 2>/dev/null | sed "s/^/    ${names[$i]}| /" | tee -a "$LOG"
     done

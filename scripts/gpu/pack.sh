@@ -18,14 +18,18 @@
 #   - target/release/examples/bench_streams (cargo build --release --examples first), the float models, and
 #     the shared videos.
 # One stream (payload.bin) is cut into .gpu/pN/piece files; manifest.txt says where each file lies in it.
+# .gpu/ is git-ignored, so each device call must name its piece in `carry` (e.g. carry [".gpu/p0"]); with the
+# repository's ~17 MiB, a 46 MiB piece keeps a call under the 64 MiB it may carry.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 data=${1:-$repo/../shared/data}
-piece_mib=${PIECE_MIB:-45}
+piece_mib=${PIECE_MIB:-46}
 out=$repo/.gpu
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-grep -qx '/.gpu/' "$repo/.git/info/exclude" 2>/dev/null || echo '/.gpu/' >>"$repo/.git/info/exclude"
+exclude=$(git -C "$repo" rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$exclude")"
+grep -qx '/.gpu/' "$exclude" 2>/dev/null || echo '/.gpu/' >>"$exclude"
 rm -rf "$out" && mkdir -p "$out" "$work/rest"
 
 echo "== FER2013"
