@@ -26,7 +26,7 @@ pub struct AnalyzerConfig {
     pub detector_model: String,
     /// `hse-utk-int8`, `hse-int8`, `hse`, `dlib-int8`, `dlib` or a path.
     pub age_model: String,
-    /// `mini`, `big`, `big-int8`, `ensemble` (mini + big-int8) or a path.
+    /// `own-int8` (the default), `own`, `ensemble` (mini + big-int8), `mini`, `big`, `big-int8` or a path.
     pub emotion_model: String,
     /// Load the age model.
     pub age: bool,

@@ -56,9 +56,9 @@ pub struct EvalOptions {
     pub limit: Option<usize>,
     /// `yunet` or a path (the element's `detector-model`).
     pub detector_model: String,
-    /// `hse-int8`, `hse`, `dlib-int8`, `dlib` or a path (the element's `age-model`).
+    /// `hse-utk-int8`, `hse-int8`, `hse`, `dlib-int8`, `dlib` or a path (the element's `age-model`).
     pub age_model: String,
-    /// `ensemble`, `mini`, `big`, `big-int8` or a path (the element's `emotion-model`).
+    /// `own-int8`, `own`, `ensemble`, `mini`, `big`, `big-int8` or a path (the element's `emotion-model`).
     pub emotion_model: String,
     /// Detection threshold (the element's `threshold`).
     pub threshold: Option<f32>,
