@@ -83,7 +83,7 @@ bench)
     extract cuda.zst && extract rest.tar.zst || exit 1
     mkdir -p "$STAGE/rest" && unzst "$STAGE/rest.tar.zst" "$STAGE/rest.tar" && tar -C "$STAGE/rest" -xf "$STAGE/rest.tar"
     unzst "$STAGE/cuda.zst" "$STAGE/rest/ort/libonnxruntime_providers_cuda.so"
-    cp models/int8/*.onnx "$STAGE/rest/models/"
+    cp models/int8/*.onnx models/train/emotion_kd24.onnx "$STAGE/rest/models/"
     R=$STAGE/rest
     export LD_LIBRARY_PATH="$R/gst/lib:$R/ort:$(cuda_lib_path)"
     export GST_PLUGIN_SYSTEM_PATH_1_0="$R/gst/plugins" GST_PLUGIN_SYSTEM_PATH="$R/gst/plugins" GST_PLUGIN_PATH_1_0= \
@@ -99,7 +99,7 @@ bench)
         nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 >"$STAGE/mem.$label" 2>/dev/null &
         local mp=$!
         say "== $label (cores $cpus): bench_streams $*"
-        timeout 240 taskset -c "$cpus" "$R/bin/bench_streams" "$V" --format I420 --frames "${FRAMES:-105}" --warmup "${WARMUP:-10}" "$@" 2>&1 |
+        timeout "${CASE_TIMEOUT:-120}" taskset -c "$cpus" "$R/bin/bench_streams" "$V" --format I420 --frames "${FRAMES:-105}" --warmup "${WARMUP:-10}" "$@" 2>&1 |
             grep -v "^$" | tail -8
         kill $mp 2>/dev/null; wait $mp 2>/dev/null
         say "   GPU memory used, max over the run: $(sort -n "$STAGE/mem.$label" | tail -1) MiB (idle $(head -1 "$STAGE/mem.$label") MiB)"
@@ -108,7 +108,7 @@ bench)
     # CPU, while training has the GPU and cores 12-15
     bench cpu-1 0-11 --streams 1 --threads 0 --set execution-provider=cpu
     bench cpu-16 0-11 --streams 16 --threads 1 --shared-only --set execution-provider=cpu
-    bench cpu-1-float 0-11 --streams 1 --threads 0 --set execution-provider=cpu --set age-model=hse --set emotion-model=big
+    bench cpu-1-float 0-11 --streams 1 --threads 0 --set execution-provider=cpu --set age-model=hse --set emotion-model=own
     # training must end before the GPU cases
     if [ -f "$STAGE/train.started" ]; then
         while pgrep -f train/gpu_train.sh >/dev/null; do sleep 5; done
@@ -116,13 +116,14 @@ bench)
         cp "$STAGE/train.log" "$OUT/gpu_train.log"
         (cd "$STAGE/train" && tar -cf - ./student*_best.pt ./*.log ./*_history.json 2>/dev/null) | gzip >"$OUT/train_results.tar.gz"
     fi
+    # most telling first (a 10-minute call may end before the last ones; CASE_TIMEOUT bounds each)
     bench tensorrt-strict 0-15 --streams 1 --threads 0 --set execution-provider=tensorrt --set strict-provider=true
-    bench auto-1 0-15 --streams 1 --threads 0 --set execution-provider=auto
     bench cuda-1 0-15 --streams 1 --threads 0 --set execution-provider=cuda --set strict-provider=true
+    bench cuda-1-float 0-15 --streams 1 --threads 0 --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=own
+    bench cuda-16-float 0-15 --streams 16 --threads 1 --shared-only --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=own
     bench cuda-16 0-15 --streams 16 --threads 1 --set execution-provider=cuda --set strict-provider=true
-    bench cuda-1-float 0-15 --streams 1 --threads 0 --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=big
-    bench cuda-16-float 0-15 --streams 16 --threads 1 --shared-only --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=big
-    bench cuda-16-every 0-15 --streams 16 --threads 1 --shared-only --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=big --set reclassify-interval=1 --set smoothing=0
+    bench cuda-16-every 0-15 --streams 16 --threads 1 --shared-only --set execution-provider=cuda --set strict-provider=true --set age-model=hse --set emotion-model=own --set reclassify-interval=1 --set smoothing=0
+    bench auto-1 0-15 --streams 1 --threads 0 --set execution-provider=auto
     bench cpu-16-all 0-15 --streams 16 --threads 1 --shared-only --set execution-provider=cpu
     ;;
 *)
