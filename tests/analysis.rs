@@ -228,15 +228,16 @@ fn fer_batch_equals_one_by_one_and_happy_is_mostly_happy() {
     }
     let p = AnalyzeParams { analyze_age: false, ..Default::default() };
     let frame = canvas.frame();
+    let emotion_only = |model: &str| {
+        analyzer(|c| {
+            c.age = false;
+            c.emotion_model = model.into();
+        })
+    };
     // The default (own-int8, one network) and the ensemble (two); happy recall on the validation split is 0.87
     // for own-int8 and about 0.8 for the ensemble.
     for (model, networks, min_happy) in [("own-int8", 1, 0.75), ("ensemble", 2, 0.5)] {
-        let Some(mut a) = analyzer(|c| {
-            c.age = false;
-            c.emotion_model = model.into();
-        }) else {
-            return;
-        };
+        let Some(mut a) = emotion_only(model) else { return };
         let mut batch = Vec::new();
         let mut stats = Default::default();
         a.classify(&frame, &dets, &p, &mut batch, &mut stats).unwrap();
@@ -258,12 +259,7 @@ fn fer_batch_equals_one_by_one_and_happy_is_mostly_happy() {
     // The project's own float net (models/train/emotion_kd24.onnx, happy recall 0.87 on the validation split) by
     // path; the default is its int8 file.
     let own = concat!(env!("CARGO_MANIFEST_DIR"), "/models/train/emotion_kd24.onnx");
-    let Some(mut o) = analyzer(|c| {
-        c.age = false;
-        c.emotion_model = own.into();
-    }) else {
-        return;
-    };
+    let Some(mut o) = emotion_only(own) else { return };
     let mut faces = Vec::new();
     o.classify(&frame, &dets, &p, &mut faces, &mut Default::default()).unwrap();
     let happy = faces.iter().filter(|f| f.emotion.unwrap().label() == "happy").count();
