@@ -115,9 +115,10 @@ impl Letterboxer {
             let len = 3 * self.info.input_w * self.info.input_h;
             self.input.clear();
             self.input.resize(len, 0.0);
+            // YUV also keeps the three horizontally sampled rows (Y, U, V at the output width).
             let rows = match frame.pixels() {
                 Pixels::Packed(p) => frame.width * p.layout.bpp(),
-                Pixels::Yuv(y) => frame.width + 2 * yuv_chroma_span(&y, frame.width),
+                Pixels::Yuv(y) => frame.width + 2 * yuv_chroma_span(&y, frame.width) + 3 * self.info.scaled_w,
             };
             self.rows.clear();
             self.rows.resize(rows, 0.0);
@@ -166,7 +167,10 @@ impl Letterboxer {
         let c_span = yuv_chroma_span(f, width);
         let (ry, rest) = self.rows.split_at_mut(width);
         let (ru, rest) = rest.split_at_mut(c_span);
-        let rv = &mut rest[..c_span];
+        let (rv, rest) = rest.split_at_mut(c_span);
+        let (hy, rest) = rest.split_at_mut(info.scaled_w);
+        let (hu, hv) = rest.split_at_mut(info.scaled_w);
+        let hv = &mut hv[..info.scaled_w];
         let k = f.to_rgb;
         for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
             let yrow = |i: usize| &f.y[i * f.y_stride..i * f.y_stride + width];
@@ -174,17 +178,25 @@ impl Letterboxer {
             let (c0, c1) = (tc.i0 * f.c_stride, tc.i1 * f.c_stride);
             vblend(&f.u[c0..c0 + c_span], &f.u[c1..c1 + c_span], tc.w, ru);
             vblend(&f.v[c0..c0 + c_span], &f.v[c1..c1 + c_span], tc.w, rv);
+            // Sample across (a gather), then convert in one contiguous pass that the compiler vectorises.
+            for ((((hy, hu), hv), tx), cx) in
+                hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&self.xs).zip(&self.cxs)
+            {
+                *hy = hlerp(ry, tx);
+                *hu = hlerp(ru, cx);
+                *hv = hlerp(rv, cx);
+            }
             let off = y * info.input_w;
             let (bd, gd, rd) = (
                 &mut b_plane[off..off + info.scaled_w],
                 &mut g_plane[off..off + info.scaled_w],
                 &mut r_plane[off..off + info.scaled_w],
             );
-            for (x, (tx, cx)) in self.xs.iter().zip(&self.cxs).enumerate() {
-                let [r, g, b] = k.rgb(hlerp(ry, tx), hlerp(ru, cx), hlerp(rv, cx));
-                bd[x] = b.clamp(0.0, 255.0);
-                gd[x] = g.clamp(0.0, 255.0);
-                rd[x] = r.clamp(0.0, 255.0);
+            for (((((b, g), r), &yv), &u), &v) in bd.iter_mut().zip(gd).zip(rd).zip(&*hy).zip(&*hu).zip(&*hv) {
+                let [rr, gg, bb] = k.rgb(yv, u, v);
+                *b = bb.clamp(0.0, 255.0);
+                *g = gg.clamp(0.0, 255.0);
+                *r = rr.clamp(0.0, 255.0);
             }
         }
     }
