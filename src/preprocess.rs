@@ -401,9 +401,15 @@ fn resize_crop_yuv(
             let wc = c - c0 as f32;
             vblend(&f.u[o0..o0 + cn], &f.u[o1..o1 + cn], wc, ru);
             vblend(&f.v[o0..o0 + cn], &f.v[o1..o1 + cn], wc, rv);
-            for (x, (tl, tc)) in ls.iter().zip(cs.iter()).enumerate() {
-                let rgb = k.rgb(hlerp(ry, tl), hlerp(ru, tc), hlerp(rv, tc));
-                put(x, y, rgb.map(|v| v.clamp(0.0, 255.0)));
+            // Sample across first, then convert: the gathers and the arithmetic each run in a tight loop.
+            let (mut hy, mut hu, mut hv) = ([0f32; FAST_MAX_W], [0f32; FAST_MAX_W], [0f32; FAST_MAX_W]);
+            for ((((hy, hu), hv), tl), tc) in hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&*ls).zip(&*cs) {
+                *hy = hlerp(ry, tl);
+                *hu = hlerp(ru, tc);
+                *hv = hlerp(rv, tc);
+            }
+            for (x, ((&yv, &u), &v)) in hy[..out_w].iter().zip(&hu).zip(&hv).enumerate() {
+                put(x, y, k.rgb(yv, u, v).map(|v| v.clamp(0.0, 255.0)));
             }
         }
     });
