@@ -210,6 +210,13 @@ fn yuv_chroma_span(f: &Yuv, width: usize) -> usize {
 /// `out[i] = a[i] + (b[i] - a[i]) * w`, as f32: the vertical half of a bilinear resize.
 #[inline]
 fn vblend(a: &[u8], b: &[u8], w: f32, out: &mut [f32]) {
+    if w == 0.0 {
+        // Exact source rows (an integer scale factor, such as 1080p to 640): the second row is never read.
+        for (o, &a) in out.iter_mut().zip(a) {
+            *o = a as f32;
+        }
+        return;
+    }
     for ((o, &a), &b) in out.iter_mut().zip(a).zip(b) {
         let a = a as f32;
         *o = a + (b as f32 - a) * w;
