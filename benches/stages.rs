@@ -82,6 +82,10 @@ fn pure_stages(c: &mut Criterion) {
     let uv: Vec<u8> = up.iter().zip(&vp).flat_map(|(&u, &v)| [u, v]).collect();
     let nv12 = FrameRef::yuv([&yp, &uv, &[]], [W, W, 0], W, H, YuvLayout::Nv12, YuvMatrix::BT709).unwrap();
     c.bench_function("preprocess/letterbox 1080p NV12 to 640", |b| b.iter(|| lb.run(&nv12, 640)));
+    // The element's letterboxer with more than one thread: half of the rows on a helper thread.
+    let mut lb2 = Letterboxer::parallel();
+    c.bench_function("preprocess/letterbox 1080p BGRx to 640, two threads", |b| b.iter(|| lb2.run(&frame, 640)));
+    c.bench_function("preprocess/letterbox 1080p I420 to 640, two threads", |b| b.iter(|| lb2.run(&yuv, 640)));
 
     // Decode + NMS on fixed tensors for a 640x384 input: low scores everywhere, 40 clusters of high scores.
     let (iw, ih) = (640usize, 384usize);

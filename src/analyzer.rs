@@ -161,7 +161,11 @@ impl Analyzer {
     /// Loads ONNX Runtime and the configured models, verifying each file and its signature.
     pub fn load(cfg: &AnalyzerConfig) -> Result<Self> {
         let rt = runtime::load(cfg.onnxruntime_library.as_deref())?;
-        let detector = Detector::new(Self::load_detector(&rt, cfg)?);
+        // With more than one intra-op thread per session, the pre-processing may take a second core too (with
+        // `threads=1`, as for many streams, each stream keeps to one).
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let parallel = cfg.session.threads != 1 && cores > 1;
+        let detector = Detector::new(Self::load_detector(&rt, cfg)?, parallel);
         let age = if cfg.age { Some(Self::load_age(&rt, cfg)?) } else { None };
         let emotion = if cfg.emotion { Some(Self::load_emotion(&rt, cfg)?) } else { None };
         Ok(Self {

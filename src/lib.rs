@@ -11,6 +11,7 @@ pub mod eval;
 pub mod face;
 mod faceanalyze;
 pub mod frame;
+mod helper;
 pub mod inference;
 pub mod meta;
 pub mod models;

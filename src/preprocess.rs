@@ -5,6 +5,7 @@
 
 use crate::align::Affine;
 use crate::frame::{FrameRef, Packed, Pixels, Yuv};
+use crate::helper::HelperThread;
 
 /// How the detector input relates to the frame: `input = frame · scale`, placed top-left and zero-padded.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -85,11 +86,22 @@ pub struct Letterboxer {
     cys: Vec<Tap>,
     /// NCHW, BGR, 0..255, `[1, 3, input_h, input_w]`.
     pub input: Vec<f32>,
-    /// One vertically blended source row (packed), or luma, U and V rows (YUV).
-    rows: Vec<f32>,
+    /// Scratch rows for each half of the output rows: one vertically blended source row (packed), or luma, U and
+    /// V rows and their horizontally sampled versions (YUV).
+    rows: [Vec<f32>; 2],
+    /// Fills the lower half of the rows on a second core (see [`Letterboxer::parallel`]).
+    helper: Option<HelperThread>,
+    /// Start `helper` on the first frame.
+    want_helper: bool,
 }
 
 impl Letterboxer {
+    /// A letterboxer that fills half of the rows on a helper thread: the second core idles during pre-processing
+    /// otherwise. Output is identical to the single-threaded one.
+    pub fn parallel() -> Self {
+        Self { want_helper: true, ..Self::default() }
+    }
+
     /// Converts and scales `frame` into [`Self::input`] in one pass and returns the geometry.
     pub fn run(&mut self, frame: &FrameRef, size: usize) -> LetterboxInfo {
         // The tap tables depend on the sample step: bytes per pixel, or 0 / the chroma step for YUV.
@@ -120,31 +132,79 @@ impl Letterboxer {
                 Pixels::Packed(p) => frame.width * p.layout.bpp(),
                 Pixels::Yuv(y) => frame.width + 2 * yuv_chroma_span(&y, frame.width) + 3 * self.info.scaled_w,
             };
-            self.rows.clear();
-            self.rows.resize(rows, 0.0);
+            for r in &mut self.rows {
+                r.clear();
+                r.resize(rows, 0.0);
+            }
         }
-        match frame.pixels() {
-            Pixels::Packed(p) => self.run_packed(&p, frame.width),
-            Pixels::Yuv(y) => self.run_yuv(&y, frame.width),
+        if self.want_helper {
+            self.want_helper = false;
+            self.helper = HelperThread::start("faceanalyze-pre");
+        }
+        let info = self.info;
+        let plane = info.input_w * info.input_h;
+        let (b, rest) = self.input.split_at_mut(plane);
+        let (g, r) = rest.split_at_mut(plane);
+        let fill =
+            Fill { xs: &self.xs, cxs: &self.cxs, width: frame.width, input_w: info.input_w, scaled_w: info.scaled_w };
+        let pixels = frame.pixels();
+        let (ys, cys) = (&self.ys[..], &self.cys[..]);
+        match &mut self.helper {
+            Some(helper) if ys.len() >= 2 => {
+                let mid = ys.len() / 2;
+                let at = mid * info.input_w;
+                let ((b0, b1), (g0, g1), (r0, r1)) = (b.split_at_mut(at), g.split_at_mut(at), r.split_at_mut(at));
+                let [s0, s1] = &mut self.rows;
+                let mut theirs = || {
+                    fill.rows(
+                        &pixels,
+                        &ys[mid..],
+                        cys.get(mid..).unwrap_or_default(),
+                        [&mut *b1, &mut *g1, &mut *r1],
+                        s1,
+                    )
+                };
+                helper.join(
+                    || fill.rows(&pixels, &ys[..mid], cys.get(..mid).unwrap_or_default(), [b0, g0, r0], s0),
+                    &mut theirs,
+                );
+            }
+            _ => fill.rows(&pixels, ys, cys, [b, g, r], &mut self.rows[0]),
         }
         self.info
     }
+}
 
-    fn run_packed(&mut self, frame: &Packed, width: usize) {
-        let info = self.info;
-        let plane = info.input_w * info.input_h;
+/// What every output row of a letterbox shares: the horizontal taps and the geometry.
+struct Fill<'a> {
+    xs: &'a [Tap],
+    cxs: &'a [Tap],
+    width: usize,
+    input_w: usize,
+    scaled_w: usize,
+}
+
+impl Fill<'_> {
+    /// Fills the output rows of `ys` (and `cys` for YUV) into `[b, g, r]`, planes that start at the first of them.
+    fn rows(&self, pixels: &Pixels, ys: &[Tap], cys: &[Tap], planes: [&mut [f32]; 3], scratch: &mut [f32]) {
+        match pixels {
+            Pixels::Packed(p) => self.packed(p, ys, planes, scratch),
+            Pixels::Yuv(f) => self.yuv(f, ys, cys, planes, scratch),
+        }
+    }
+
+    fn packed(&self, frame: &Packed, ys: &[Tap], [b_plane, g_plane, r_plane]: [&mut [f32]; 3], scratch: &mut [f32]) {
         let [ro, go, bo] = frame.layout.rgb_offsets();
-        let (b_plane, rest) = self.input.split_at_mut(plane);
-        let (g_plane, r_plane) = rest.split_at_mut(plane);
-        let row = &mut self.rows[..width * frame.layout.bpp()];
-        for (y, ty) in self.ys.iter().enumerate() {
+        let width = self.width;
+        let row = &mut scratch[..width * frame.layout.bpp()];
+        for (y, ty) in ys.iter().enumerate() {
             // Separable: blend the two source rows (contiguous, vectorised), then sample across.
             vblend(frame.row(ty.i0, width), frame.row(ty.i1, width), ty.w, row);
-            let off = y * info.input_w;
+            let off = y * self.input_w;
             let (bd, gd, rd) = (
-                &mut b_plane[off..off + info.scaled_w],
-                &mut g_plane[off..off + info.scaled_w],
-                &mut r_plane[off..off + info.scaled_w],
+                &mut b_plane[off..off + self.scaled_w],
+                &mut g_plane[off..off + self.scaled_w],
+                &mut r_plane[off..off + self.scaled_w],
             );
             for (x, tx) in self.xs.iter().enumerate() {
                 let px = |c: usize| {
@@ -159,20 +219,17 @@ impl Letterboxer {
     }
 
     /// The YUV path: luma and chroma rows are blended vertically, then sampled across and converted.
-    fn run_yuv(&mut self, f: &Yuv, width: usize) {
-        let info = self.info;
-        let plane = info.input_w * info.input_h;
-        let (b_plane, rest) = self.input.split_at_mut(plane);
-        let (g_plane, r_plane) = rest.split_at_mut(plane);
+    fn yuv(&self, f: &Yuv, ys: &[Tap], cys: &[Tap], [b_plane, g_plane, r_plane]: [&mut [f32]; 3], scratch: &mut [f32]) {
+        let (width, w) = (self.width, self.scaled_w);
         let c_span = yuv_chroma_span(f, width);
-        let (ry, rest) = self.rows.split_at_mut(width);
+        let (ry, rest) = scratch.split_at_mut(width);
         let (ru, rest) = rest.split_at_mut(c_span);
         let (rv, rest) = rest.split_at_mut(c_span);
-        let (hy, rest) = rest.split_at_mut(info.scaled_w);
-        let (hu, hv) = rest.split_at_mut(info.scaled_w);
-        let hv = &mut hv[..info.scaled_w];
+        let (hy, rest) = rest.split_at_mut(w);
+        let (hu, hv) = rest.split_at_mut(w);
+        let hv = &mut hv[..w];
         let k = f.to_rgb;
-        for (y, (ty, tc)) in self.ys.iter().zip(&self.cys).enumerate() {
+        for (y, (ty, tc)) in ys.iter().zip(cys).enumerate() {
             let yrow = |i: usize| &f.y[i * f.y_stride..i * f.y_stride + width];
             vblend(yrow(ty.i0), yrow(ty.i1), ty.w, ry);
             let (c0, c1) = (tc.i0 * f.c_stride, tc.i1 * f.c_stride);
@@ -180,18 +237,14 @@ impl Letterboxer {
             vblend(&f.v[c0..c0 + c_span], &f.v[c1..c1 + c_span], tc.w, rv);
             // Sample across (a gather), then convert in one contiguous pass that the compiler vectorises.
             for ((((hy, hu), hv), tx), cx) in
-                hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&self.xs).zip(&self.cxs)
+                hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(self.xs).zip(self.cxs)
             {
                 *hy = hlerp(ry, tx);
                 *hu = hlerp(ru, cx);
                 *hv = hlerp(rv, cx);
             }
-            let off = y * info.input_w;
-            let (bd, gd, rd) = (
-                &mut b_plane[off..off + info.scaled_w],
-                &mut g_plane[off..off + info.scaled_w],
-                &mut r_plane[off..off + info.scaled_w],
-            );
+            let off = y * self.input_w;
+            let (bd, gd, rd) = (&mut b_plane[off..off + w], &mut g_plane[off..off + w], &mut r_plane[off..off + w]);
             for (((((b, g), r), &yv), &u), &v) in bd.iter_mut().zip(gd).zip(rd).zip(&*hy).zip(&*hu).zip(&*hv) {
                 let [rr, gg, bb] = k.rgb(yv, u, v);
                 *b = bb.clamp(0.0, 255.0);

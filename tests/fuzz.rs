@@ -562,13 +562,18 @@ fn letterbox_of_any_frame_and_size_is_consistent_finite_and_zero_padded() {
     fuzz("Letterboxer::run", 192, strategy, |(px, size, size2)| {
         let range = px.channel_range();
         let mut lb = Letterboxer::default();
-        // A reused letterboxer (other size first) must give what a fresh one gives.
+        // A reused letterboxer (other size first) must give what a fresh one gives, and so must one that fills half
+        // of the rows on its helper thread.
         let _ = lb.run(&px.frame(), size2);
         let info = lb.run(&px.frame(), size);
         let mut fresh = Letterboxer::default();
         let info2 = fresh.run(&px.frame(), size);
         prop_assert_eq!(info, info2);
         prop_assert!(lb.input == fresh.input, "reused letterboxer differs from a fresh one");
+        let mut parallel = Letterboxer::parallel();
+        let _ = parallel.run(&px.frame(), size2);
+        prop_assert_eq!(parallel.run(&px.frame(), size), info);
+        prop_assert!(parallel.input == fresh.input, "the two-thread letterbox differs from the one-thread one");
         prop_assert_eq!(info, preprocess::letterbox_geometry(px.w, px.h, size));
         let LetterboxInfo { scaled_w, scaled_h, input_w, input_h, .. } = info;
         prop_assert!(scaled_w >= 1 && scaled_h >= 1 && scaled_w <= input_w && scaled_h <= input_h);
@@ -674,6 +679,9 @@ fn yuv_warp_and_letterbox_equal_plain_bilinear_sampling() {
         prop_assert!(differs.is_none(), "warp (x, y, got, reference) {:?} for {:?}", differs, m);
         let mut lb = Letterboxer::default();
         let info = lb.run(&px.frame(), size);
+        let mut parallel = Letterboxer::parallel();
+        prop_assert_eq!(parallel.run(&px.frame(), size), info);
+        prop_assert!(parallel.input == lb.input, "the two-thread YUV letterbox differs from the one-thread one");
         let plane = info.input_w * info.input_h;
         for y in 0..info.scaled_h {
             let sy = ((y as f32 + 0.5) / info.scale_y - 0.5).clamp(0.0, h - 1.0);

@@ -45,8 +45,10 @@ pub struct Detector {
 }
 
 impl Detector {
-    pub fn new(session: ModelSession) -> Self {
-        Self { session, letterbox: Letterboxer::default(), candidates: Vec::new() }
+    /// `parallel`: the letterbox fills half of its rows on a helper thread (see [`Letterboxer::parallel`]).
+    pub fn new(session: ModelSession, parallel: bool) -> Self {
+        let letterbox = if parallel { Letterboxer::parallel() } else { Letterboxer::default() };
+        Self { session, letterbox, candidates: Vec::new() }
     }
 
     pub fn session(&self) -> &ModelSession {
