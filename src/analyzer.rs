@@ -161,8 +161,8 @@ impl Analyzer {
     /// Loads ONNX Runtime and the configured models, verifying each file and its signature.
     pub fn load(cfg: &AnalyzerConfig) -> Result<Self> {
         let rt = runtime::load(cfg.onnxruntime_library.as_deref())?;
-        // With more than one intra-op thread per session, the pre-processing may take a second core too (with
-        // `threads=1`, as for many streams, each stream keeps to one).
+        // Unless sessions are limited to one intra-op thread (as for many streams), the detector's pre-processing
+        // may take a second logical CPU too.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let parallel = cfg.session.threads != 1 && cores > 1;
         let detector = Detector::new(Self::load_detector(&rt, cfg)?, parallel);

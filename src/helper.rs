@@ -4,6 +4,7 @@
 //! thread per frame. The detector letterbox uses it: while it runs, ONNX Runtime's pool threads sleep, so the
 //! second core would otherwise idle.
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -19,8 +20,8 @@ enum Slot {
     Idle,
     Posted(Job),
     Running,
-    /// The job finished; `true` when it panicked.
-    Done(bool),
+    /// The job finished; with the panic's payload when it panicked.
+    Done(Option<Box<dyn Any + Send>>),
     Quit,
 }
 
@@ -49,21 +50,31 @@ impl std::fmt::Debug for HelperThread {
 }
 
 /// Waits for the posted job on drop, so the job's borrows outlive its use even when the caller's half panics.
-struct Wait<'a>(&'a Shared);
+struct Wait<'a> {
+    shared: &'a Shared,
+    done: bool,
+}
 
 impl Wait<'_> {
-    /// Blocks until the helper is done and returns whether the job panicked.
-    fn finish(&self) -> bool {
-        let mut s = self.0.lock();
+    /// Blocks until the helper is done and returns the job's panic payload, if it panicked.
+    fn finish(&mut self) -> Option<Box<dyn Any + Send>> {
+        if self.done {
+            return None;
+        }
+        let mut s = self.shared.lock();
         loop {
-            match *s {
-                Slot::Done(panicked) => {
-                    *s = Slot::Idle;
-                    return panicked;
+            match &*s {
+                Slot::Done(_) => {
+                    self.done = true;
+                    let Slot::Done(panic) = std::mem::replace(&mut *s, Slot::Idle) else { unreachable!() };
+                    return panic;
                 }
-                Slot::Posted(_) | Slot::Running => s = self.0.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
-                // Not posted (cannot happen while a `join` runs): nothing to wait for.
-                Slot::Idle | Slot::Quit => return false,
+                Slot::Posted(_) | Slot::Running => s = self.shared.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
+                // Not reachable after a post: only `finish` takes `Done` back to `Idle`.
+                Slot::Idle | Slot::Quit => {
+                    self.done = true;
+                    return None;
+                }
             }
         }
     }
@@ -94,14 +105,16 @@ impl HelperThread {
         let job = Job(unsafe {
             std::mem::transmute::<*mut (dyn FnMut() + Send + '_), *mut (dyn FnMut() + Send + 'static)>(ptr)
         });
-        *self.shared.lock() = Slot::Posted(job);
+        {
+            let mut s = self.shared.lock();
+            debug_assert!(matches!(*s, Slot::Idle), "one job at a time");
+            *s = Slot::Posted(job);
+        }
         self.shared.cv.notify_all();
-        let wait = Wait(&self.shared);
+        let mut wait = Wait { shared: &self.shared, done: false };
         let r = mine();
-        let panicked = wait.finish();
-        drop(wait);
-        if panicked {
-            resume_unwind(Box::new("the helper thread's half of the work panicked"));
+        if let Some(panic) = wait.finish() {
+            resume_unwind(panic);
         }
         r
     }
@@ -110,20 +123,18 @@ impl HelperThread {
 fn serve(shared: &Shared) {
     let mut s = shared.lock();
     loop {
-        match std::mem::replace(&mut *s, Slot::Running) {
-            Slot::Posted(job) => {
+        match &*s {
+            Slot::Posted(_) => {
+                let Slot::Posted(job) = std::mem::replace(&mut *s, Slot::Running) else { unreachable!() };
                 drop(s);
                 // SAFETY: `join` keeps the closure alive and unaliased until it sees `Done` (see `Job`).
-                let panicked = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() })).is_err();
+                let panic = catch_unwind(AssertUnwindSafe(|| unsafe { (*job.0)() })).err();
                 s = shared.lock();
-                *s = Slot::Done(panicked);
+                *s = Slot::Done(panic);
                 shared.cv.notify_all();
             }
             Slot::Quit => return,
-            other => {
-                *s = other;
-                s = shared.cv.wait(s).unwrap_or_else(PoisonError::into_inner);
-            }
+            Slot::Idle | Slot::Running | Slot::Done(_) => s = shared.cv.wait(s).unwrap_or_else(PoisonError::into_inner),
         }
     }
 }
@@ -165,7 +176,8 @@ mod tests {
     fn a_panic_in_the_helper_reaches_the_caller_and_the_helper_keeps_working() {
         let mut h = HelperThread::start("test-helper").expect("thread");
         let r = catch_unwind(AssertUnwindSafe(|| h.join(|| 1, &mut || panic!("boom"))));
-        assert!(r.is_err());
+        let payload = r.expect_err("the helper's panic reaches the caller");
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom"), "with its own message");
         let mut x = 0;
         assert_eq!(h.join(|| 2, &mut || x = 7), 2);
         assert_eq!(x, 7);

@@ -132,14 +132,16 @@ impl Letterboxer {
                 Pixels::Packed(p) => frame.width * p.layout.bpp(),
                 Pixels::Yuv(y) => frame.width + 2 * yuv_chroma_span(&y, frame.width) + 3 * self.info.scaled_w,
             };
-            for r in &mut self.rows {
+            if self.want_helper {
+                self.want_helper = false;
+                self.helper = HelperThread::start("faceanalyze-pre");
+            }
+            // The second set of scratch rows is the helper's.
+            let sets = if self.helper.is_some() { 2 } else { 1 };
+            for r in &mut self.rows[..sets] {
                 r.clear();
                 r.resize(rows, 0.0);
             }
-        }
-        if self.want_helper {
-            self.want_helper = false;
-            self.helper = HelperThread::start("faceanalyze-pre");
         }
         let info = self.info;
         let plane = info.input_w * info.input_h;
@@ -236,12 +238,12 @@ impl Fill<'_> {
             vblend(&f.u[c0..c0 + c_span], &f.u[c1..c1 + c_span], tc.w, ru);
             vblend(&f.v[c0..c0 + c_span], &f.v[c1..c1 + c_span], tc.w, rv);
             // Sample across (a gather), then convert in one contiguous pass that the compiler vectorises.
-            for ((((hy, hu), hv), tx), cx) in
+            for ((((oy, ou), ov), tx), cx) in
                 hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(self.xs).zip(self.cxs)
             {
-                *hy = hlerp(ry, tx);
-                *hu = hlerp(ru, cx);
-                *hv = hlerp(rv, cx);
+                *oy = hlerp(ry, tx);
+                *ou = hlerp(ru, cx);
+                *ov = hlerp(rv, cx);
             }
             let off = y * self.input_w;
             let (bd, gd, rd) = (&mut b_plane[off..off + w], &mut g_plane[off..off + w], &mut r_plane[off..off + w]);
@@ -449,6 +451,7 @@ fn resize_crop_yuv(
         let (ry, rest) = buf.split_at_mut(ln);
         let (ru, rest) = rest.split_at_mut(cn);
         let rv = &mut rest[..cn];
+        let (mut hy, mut hu, mut hv) = ([0f32; FAST_MAX_W], [0f32; FAST_MAX_W], [0f32; FAST_MAX_W]);
         for y in 0..out_h {
             let sy = (m[4] * y as f32 + m[5]).clamp(0.0, maxy);
             let y0 = sy as usize;
@@ -462,14 +465,13 @@ fn resize_crop_yuv(
             vblend(&f.u[o0..o0 + cn], &f.u[o1..o1 + cn], wc, ru);
             vblend(&f.v[o0..o0 + cn], &f.v[o1..o1 + cn], wc, rv);
             // Sample across first, then convert: the gathers and the arithmetic each run in a tight loop.
-            let (mut hy, mut hu, mut hv) = ([0f32; FAST_MAX_W], [0f32; FAST_MAX_W], [0f32; FAST_MAX_W]);
-            for ((((hy, hu), hv), tl), tc) in hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&*ls).zip(&*cs) {
-                *hy = hlerp(ry, tl);
-                *hu = hlerp(ru, tc);
-                *hv = hlerp(rv, tc);
+            for ((((oy, ou), ov), tl), tc) in hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&*ls).zip(&*cs) {
+                *oy = hlerp(ry, tl);
+                *ou = hlerp(ru, tc);
+                *ov = hlerp(rv, tc);
             }
             for (x, ((&yv, &u), &v)) in hy[..out_w].iter().zip(&hu).zip(&hv).enumerate() {
-                put(x, y, k.rgb(yv, u, v).map(|v| v.clamp(0.0, 255.0)));
+                put(x, y, k.rgb(yv, u, v).map(|c| c.clamp(0.0, 255.0)));
             }
         }
     });

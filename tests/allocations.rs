@@ -50,7 +50,8 @@ fn count<R>(f: impl FnOnce() -> R) -> (u64, R) {
 fn warm_frames_allocate_only_inside_ort_calls() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some(img) = photo("images/group_photo/t1.jpg") else { return };
-    let Some(a) = analyzer(|_| {}) else { return };
+    // Two threads, as the element's default on this machine: the detector's letterbox then uses its helper thread.
+    let Some(a) = analyzer(|c| c.session.threads = 2) else { return };
     let mut va = VideoAnalyzer::new(a);
     let p = VideoParams::per_frame(Default::default());
     let (mut faces, mut ended) = (Vec::with_capacity(64), Vec::with_capacity(64));

@@ -680,6 +680,10 @@ fn yuv_warp_and_letterbox_equal_plain_bilinear_sampling() {
         let mut lb = Letterboxer::default();
         let info = lb.run(&px.frame(), size);
         let mut parallel = Letterboxer::parallel();
+        // Reused after a packed frame and another size (its tap tables and scratch rows are rebuilt twice).
+        let packed = [0x55u8; 7 * 5 * 4];
+        let _ = parallel.run(&FrameRef::new(&packed, 7, 5, 28, PixelLayout::Bgrx).unwrap(), 0);
+        let _ = parallel.run(&px.frame(), size / 2 + 1);
         prop_assert_eq!(parallel.run(&px.frame(), size), info);
         prop_assert!(parallel.input == lb.input, "the two-thread YUV letterbox differs from the one-thread one");
         let plane = info.input_w * info.input_h;
