@@ -288,7 +288,7 @@ impl ObjectImpl for FaceAnalyze {
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Inference threads")
-                    .blurb("ONNX Runtime intra-op threads per model. 0 uses one per physical core, the fastest for one stream; set 1 or 2 when many streams share the CPU. Unless it is 1, the detector's pre-processing also uses a second thread. Changeable in NULL/READY only.")
+                    .blurb("ONNX Runtime intra-op threads per model. 0 uses one per physical core, the fastest for one stream; set 1 or 2 when many streams share the CPU. Unless it is 1 (or the machine has one logical CPU), the detector's pre-processing also uses a second thread. Changeable in NULL/READY only.")
                     .maximum(MAX_THREADS)
                     .default_value(DEFAULT_THREADS)
                     .mutable_ready()
