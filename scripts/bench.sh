@@ -23,6 +23,8 @@ for f in BGRx I420; do
 done
 echo "== element alone, street_1080p, I420, busy-wait=true (ONNX Runtime threads spin; see docs/PERFORMANCE.md)"
 target/release/examples/bench_pipeline "$street" --format I420 --set busy-wait=true
+echo "== element alone, stage_360p (640x360, the detector's native size), I420"
+target/release/examples/bench_pipeline "$videos/stage_360p.mp4" --format I420
 
 echo "== decode + analyse, every face every frame (peer settings), street_1080p: wall seconds"
 every="draw=false reclassify-interval=1 smoothing=0 emotion-model=mini"
