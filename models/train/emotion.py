@@ -470,6 +470,11 @@ def main():
     ap.add_argument("--teacher-min-acc", type=float, default=0.0,
                     help="skip a teacher whose checkpoint val_acc is below this (also unreadable ones are skipped)")
     ap.add_argument("--no-export", action="store_true", help="skip the ONNX export of the best checkpoint at the end")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop after this epoch (0 = off), leaving the schedule "
+                    "of --epochs unfinished for --resume (CPU training in slices)")
+    ap.add_argument("--resume", action="store_true", help="continue OUT/NAME_state.pt (written after every epoch: "
+                    "weights, EMA, optimizer, schedule, RNG states, history) where it stopped, e.g. after --deadline "
+                    "or a killed process; the same command with --resume gives the run an uninterrupted one gives")
     args = ap.parse_args()
     if args.kd_alpha is None:
         args.kd_alpha = 0.7 if args.teacher else 0.0
@@ -733,7 +738,41 @@ def main():
                        **({"budget": budget_info} if budget_info is not None else {}),
                        **({"teachers": len(teachers)} if args.teacher else {})}, f, indent=1)
 
+    state_path = os.path.join(args.out, f"{args.name}_state.pt")
+
+    def save_state():
+        save_atomic(
+            {"epoch": ep, "step": step, "epochs": args.epochs, "widths": widths, "model": cpu_state(model),
+             "ema": cpu_state(ema) if ema is not None else None, "opt": opt.state_dict(), "sched": sched.state_dict(),
+             "gen": gen.get_state().cpu(), "perm_rng": perm_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+             "best": best, "hist": hist, "budget_info": budget_info, "args": vars(args)},
+            state_path,
+        )
+
     ep = 0
+    if args.resume:
+        if not os.path.exists(state_path):
+            raise SystemExit(f"--resume: {state_path} does not exist")
+        st = load_ckpt(state_path)
+        if tuple(st["widths"]) != widths:
+            raise SystemExit(f"--resume: {state_path} has widths {tuple(st['widths'])}, not {widths}")
+        changed = {k: (v, getattr(args, k, None)) for k, v in st["args"].items()
+                   if k not in ("resume", "deadline", "threads", "budget") and getattr(args, k, None) != v}
+        if changed:
+            log(f"--resume: arguments differ from the saved run's (saved, now): {changed}")
+        model.load_state_dict(st["model"])
+        if ema is not None and st["ema"] is not None:
+            ema.load_state_dict(st["ema"])
+        args.epochs = st["epochs"]
+        sched = make_sched(args.epochs)  # sets the learning rate of step 0 ...
+        sched.load_state_dict(st["sched"])
+        opt.load_state_dict(st["opt"])  # ... which the saved optimizer state (the current step's rate) replaces
+        gen.set_state(st["gen"].to(gen.get_state().device))
+        perm_rng.bit_generator.state = st["perm_rng"]
+        torch.set_rng_state(st["torch_rng"])
+        ep, step, best, hist, budget_info = st["epoch"], st["step"], tuple(st["best"]), st["hist"], st["budget_info"]
+        log(f"--resume: {state_path}: continuing after epoch {ep} of {args.epochs} (step {step}, best val "
+            f"{best[0]:.4f} at epoch {best[1]})")
     while ep < args.epochs:  # a while loop: --budget's re-plan may change args.epochs
         ep += 1
         if deadline is not None and hist and time.time() + 1.1 * hist[-1]["sec_total"] > deadline:
@@ -818,7 +857,11 @@ def main():
                 stopped = ep
                 log(f"budget safety: {el:.0f} s since start + {row['sec_total']:.1f} s/epoch > 1.3 x "
                     f"{args.budget:.0f} s: stopping after epoch {ep} of {args.epochs}")
+        if args.stop_after and ep >= args.stop_after and ep < args.epochs and stopped is None:
+            stopped = ep
+            log(f"--stop-after {args.stop_after}: stopping after epoch {ep} of {args.epochs} (continue with --resume)")
         write_hist()
+        save_state()
         if stopped is not None:
             break
     save_atomic(
