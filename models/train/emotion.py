@@ -470,14 +470,18 @@ def main():
     ap.add_argument("--teacher-min-acc", type=float, default=0.0,
                     help="skip a teacher whose checkpoint val_acc is below this (also unreadable ones are skipped)")
     ap.add_argument("--no-export", action="store_true", help="skip the ONNX export of the best checkpoint at the end")
-    ap.add_argument("--stop-after", type=int, default=0, help="stop after this epoch (0 = off), leaving the schedule "
-                    "of --epochs unfinished for --resume (CPU training in slices)")
-    ap.add_argument("--resume", action="store_true", help="continue OUT/NAME_state.pt (written after every epoch: "
-                    "weights, EMA, optimizer, schedule, RNG states, history) where it stopped, e.g. after --deadline "
-                    "or a killed process; the same command with --resume gives the run an uninterrupted one gives")
+    ap.add_argument("--stop-after", type=int, default=0, help="stop after epoch N of the run (counted from its "
+                    "start, also when resumed; 0 = off), leaving the schedule of --epochs unfinished for --resume "
+                    "(CPU training in slices); no ONNX export then")
+    ap.add_argument("--resume", action="store_true", help="continue OUT/NAME_state.pt (written after every epoch of "
+                    "a run without --budget: weights, EMA, optimizer, schedule, RNG states, history) where it stopped, "
+                    "e.g. after --stop-after, --deadline or a killed process. The training arguments must be the "
+                    "saved run's; on the CPU with the same --threads the result is the uninterrupted run's")
     args = ap.parse_args()
     if args.kd_alpha is None:
         args.kd_alpha = 0.7 if args.teacher else 0.0
+    if args.resume and args.budget > 0:
+        ap.error("--resume and --budget exclude each other (a --budget run keeps no resumable state)")
     if args.fp16:
         return fp16_weights(*args.fp16.split(","))
     if args.speed:
@@ -738,14 +742,26 @@ def main():
                        **({"budget": budget_info} if budget_info is not None else {}),
                        **({"teachers": len(teachers)} if args.teacher else {})}, f, indent=1)
 
-    state_path = os.path.join(args.out, f"{args.name}_state.pt")
+    # The resumable state (about 3x the weights: weights, EMA, momentum) after every epoch, except in --budget runs
+    # (one-off GPU runs, where saving it would eat into the timed epochs). A run without --resume starts by removing
+    # an earlier run's state, so that state can never be resumed by mistake after this run dies in its first epoch.
+    state_path = os.path.join(args.out, f"{args.name}_state.pt") if args.budget <= 0 else None
+    if not args.resume:
+        for p_ in (os.path.join(args.out, f"{args.name}_state.pt"), os.path.join(args.out, f"{args.name}_state.pt.tmp")):
+            if os.path.exists(p_):
+                os.remove(p_)
+    # the arguments a resumed run may change: they do not alter the training itself
+    free_args = ("resume", "stop_after", "deadline", "no_export", "threads")
 
     def save_state():
+        if state_path is None:
+            return
         save_atomic(
             {"epoch": ep, "step": step, "epochs": args.epochs, "widths": widths, "model": cpu_state(model),
              "ema": cpu_state(ema) if ema is not None else None, "opt": opt.state_dict(), "sched": sched.state_dict(),
              "gen": gen.get_state().cpu(), "perm_rng": perm_rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-             "best": best, "hist": hist, "budget_info": budget_info, "args": vars(args)},
+             "cuda_rng": torch.cuda.get_rng_state_all() if dev.type == "cuda" else None,
+             "best": best, "hist": hist, "args": vars(args)},
             state_path,
         )
 
@@ -757,9 +773,13 @@ def main():
         if tuple(st["widths"]) != widths:
             raise SystemExit(f"--resume: {state_path} has widths {tuple(st['widths'])}, not {widths}")
         changed = {k: (v, getattr(args, k, None)) for k, v in st["args"].items()
-                   if k not in ("resume", "deadline", "threads", "budget") and getattr(args, k, None) != v}
+                   if k not in free_args and getattr(args, k, None) != v}
         if changed:
-            log(f"--resume: arguments differ from the saved run's (saved, now): {changed}")
+            raise SystemExit(f"--resume: {state_path} was trained with other arguments (saved, now): {changed}; only "
+                             f"{', '.join('--' + a.replace('_', '-') for a in free_args)} may change")
+        if args.stop_after and args.stop_after <= st["epoch"]:
+            raise SystemExit(f"--resume: --stop-after {args.stop_after} is not after the saved epoch {st['epoch']} "
+                             "(it counts epochs from the run's start)")
         model.load_state_dict(st["model"])
         if ema is not None and st["ema"] is not None:
             ema.load_state_dict(st["ema"])
@@ -770,7 +790,9 @@ def main():
         gen.set_state(st["gen"].to(gen.get_state().device))
         perm_rng.bit_generator.state = st["perm_rng"]
         torch.set_rng_state(st["torch_rng"])
-        ep, step, best, hist, budget_info = st["epoch"], st["step"], tuple(st["best"]), st["hist"], st["budget_info"]
+        if st.get("cuda_rng") is not None and dev.type == "cuda":
+            torch.cuda.set_rng_state_all(st["cuda_rng"])
+        ep, step, best, hist = st["epoch"], st["step"], tuple(st["best"]), st["hist"]
         log(f"--resume: {state_path}: continuing after epoch {ep} of {args.epochs} (step {step}, best val "
             f"{best[0]:.4f} at epoch {best[1]})")
     while ep < args.epochs:  # a while loop: --budget's re-plan may change args.epochs
@@ -865,7 +887,8 @@ def main():
         if stopped is not None:
             break
     save_atomic(
-        {"state_dict": cpu_state(model), "widths": widths, "dropout": args.dropout, "epoch": args.epochs,
+        {"state_dict": cpu_state(model), "widths": widths, "dropout": args.dropout,
+         "epoch": hist[-1]["epoch"] if hist else 0, "epochs_planned": args.epochs,
          "args": vars(args), "ema_state_dict": cpu_state(ema) if ema is not None else None},
         os.path.join(args.out, f"{args.name}_last.pt"),
     )
@@ -874,6 +897,9 @@ def main():
     write_hist()
 
     if args.no_export:
+        return
+    if args.stop_after and stopped == args.stop_after:
+        log("--stop-after: no ONNX export of an unfinished schedule (continue with --resume)")
         return
     export_best(os.path.join(args.out, f"{args.name}_best.pt"), os.path.join(args.out, f"{args.name}.onnx"),
                 xv_cpu, yv_cpu, log)
