@@ -43,6 +43,7 @@ MODELS = {
     # this project's own emotion nets (models/train/emotion.py; --models models/train)
     "kd24": ("emotion_kd24.onnx", "gray_pm1", "emotion"),
     "kd16": ("emotion_kd16.onnx", "gray_pm1", "emotion"),
+    "kd32": ("emotion_kd32.onnx", "gray_pm1", "emotion"),
 }
 
 # Calibration set sizes (samples).
@@ -417,7 +418,7 @@ def main():
     ap.add_argument("--data", type=Path, default=Path(os.environ.get("FACEANALYZE_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data")))
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "out" / "quant", help="output folder (default: out/quant, git-ignored)")
     ap.add_argument("--only", default="yunet,dlib,hse,mini,big",
-                    help="models, comma-separated (kd24 / kd16, our own emotion nets, only on request, with --models "
+                    help="models, comma-separated (kd24 / kd16 / kd32, our own emotion nets, only on request, with --models "
                     "models/train for kd24)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated, of {', '.join(VARIANTS)}")
     ap.add_argument("--force", action="store_true", help="rebuild everything")

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT OR Apache-2.0
 # One GPU run of models/train/emotion.py inside a fixed wall-time budget:
-#   stage 1: two teachers (widths 64,128,256,512, seeds 1 and 2), concurrently, each --budget 0.28 x TOTAL;
-#   stage 2: two students distilled from the teachers that exist (student24: 24,48,96,192, the committed net's
-#            shape; student16: 16,32,64,128), concurrently, each --budget 0.5 x TOTAL (less if stage 1 ran late).
+#   stage 1: N_TEACHERS teachers (default 2; widths TEACHER_WIDTHS, default 64,128,256,512; seeds 1..N),
+#            concurrently, each --budget 0.28 x TOTAL;
+#   stage 2: the STUDENTS distilled from the teachers that exist (default "24,48,96,192 16,32,64,128": student24,
+#            the committed net's shape, and student16; each is named student<first width>), concurrently, each
+#            --budget 0.5 x TOTAL (less if stage 1 ran late).
+# --epochs is only a cap (300 for both stages): --budget picks the number of epochs. N_TEACHERS=0 skips stage 1
+# (its share of TOTAL then goes unused) and the students train without distillation.
 # --budget counts each process's whole wall time (start-up and the timed warm-up included), so the stages take
 # about 0.78 x TOTAL plus process start/stop; every process is also killed at a hard limit (students: 0.97 x TOTAL
 # after this script started). Checkpoints are written atomically after every improving epoch, so a killed or
@@ -11,13 +15,14 @@
 #
 # Usage: bash models/train/gpu_train.sh CACHE_DIR OUT_DIR TOTAL_SECONDS
 #   CACHE_DIR holds fer2013_48.npz (see emotion.py); OUT_DIR receives NAME_best.pt, NAME_last.pt,
-#   NAME_history.json, NAME_train.log, NAME_console.log (stdout+stderr) for NAME in teacher1 teacher2 student24
-#   student16, plus gpu_train.log and logs.tar.gz (all *.log and *_history.json). No ONNX export here: do it
-#   afterwards on any CPU machine with emotion.py --export OUT_DIR/student24_best.pt.
+#   NAME_history.json, NAME_train.log, NAME_console.log (stdout+stderr) for NAME in teacher1..teacherN and the
+#   students, plus gpu_train.log and logs.tar.gz (all *.log and *_history.json). No ONNX export here: do it
+#   afterwards on any CPU machine with emotion.py --export OUT_DIR/student<first width>_best.pt.
 # Environment: DATA (FER2013 folder with manifest.csv: builds CACHE_DIR/fer2013_48.npz first when it is missing,
 #   ~5 s), DEVICE (cuda), PYTHON (python3), EXTRA (extra emotion.py arguments appended to every call, e.g.
 #   "--subset 1000 --threads 1" for a CPU smoke test), TEACHER_PCT (28), STUDENT_PCT (50), TEACHER_MIN_ACC (0.6:
-#   teachers below that validation accuracy are not used).
+#   teachers below that validation accuracy are not used), N_TEACHERS (2), TEACHER_WIDTHS (64,128,256,512),
+#   STUDENTS (space-separated width lists, "24,48,96,192 16,32,64,128").
 # Exit status 0 when at least one student checkpoint exists.
 
 set -u
@@ -35,6 +40,9 @@ EXTRA=${EXTRA:-}
 TEACHER_PCT=${TEACHER_PCT:-28}
 STUDENT_PCT=${STUDENT_PCT:-50}
 TEACHER_MIN_ACC=${TEACHER_MIN_ACC:-0.6}
+N_TEACHERS=${N_TEACHERS:-2}
+TEACHER_WIDTHS=${TEACHER_WIDTHS:-64,128,256,512}
+STUDENTS=${STUDENTS:-24,48,96,192 16,32,64,128}
 SCRIPT="$(cd "$(dirname "$0")" && pwd)/emotion.py"
 export PYTHONUNBUFFERED=1
 export PYTHONDONTWRITEBYTECODE=1 # no __pycache__ in the checkout
@@ -43,6 +51,24 @@ T0=$(date +%s)
 case $TOTAL in
     '' | *[!0-9]*) echo "TOTAL_SECONDS must be a whole number of seconds, got '$TOTAL'" >&2; exit 2 ;;
 esac
+case $N_TEACHERS in
+    '' | *[!0-9]*) echo "N_TEACHERS must be a whole number, got '$N_TEACHERS'" >&2; exit 2 ;;
+esac
+TNAMES=()
+for i in $(seq 1 "$N_TEACHERS"); do TNAMES+=("teacher$i"); done
+WIDTHS_RE='^[1-9][0-9]*(,[1-9][0-9]*){3}$'
+[[ $TEACHER_WIDTHS =~ $WIDTHS_RE ]] || { echo "TEACHER_WIDTHS: '$TEACHER_WIDTHS' is not four widths a,b,c,d" >&2; exit 2; }
+SNAMES=()
+SWIDTHS=()
+for w in $STUDENTS; do
+    [[ $w =~ $WIDTHS_RE ]] || { echo "STUDENTS: '$w' is not four widths a,b,c,d" >&2; exit 2; }
+    for n in ${SNAMES[@]+"${SNAMES[@]}"}; do
+        [ "$n" = "student${w%%,*}" ] && { echo "STUDENTS: two students named student${w%%,*}" >&2; exit 2; }
+    done
+    SNAMES+=("student${w%%,*}")
+    SWIDTHS+=("$w")
+done
+[ ${#SNAMES[@]} -gt 0 ] || { echo "STUDENTS is empty" >&2; exit 2; }
 mkdir -p "$OUT" || exit 2
 LOG="$OUT/gpu_train.log"
 
@@ -84,10 +110,9 @@ x, y, s = emotion.load_cache(sys.argv[2], sys.argv[3]); print('cache', x.shape, 
 fi
 
 # stale results of an earlier run in the same OUT_DIR must not be mistaken for this run's (logs are appended to)
-for n in teacher1 teacher2 student24 student16; do
-    rm -f "$OUT/${n}_best.pt" "$OUT/${n}_best.pt.tmp" "$OUT/${n}_last.pt" "$OUT/${n}_last.pt.tmp" \
-        "$OUT/${n}_history.json"
-done
+# (any teacherN / studentN results, also those of an earlier run with other N_TEACHERS or STUDENTS)
+rm -f "$OUT"/teacher[0-9]*_*.pt "$OUT"/teacher[0-9]*_*.pt.tmp "$OUT"/teacher[0-9]*_history.json \
+    "$OUT"/student[0-9]*_*.pt "$OUT"/student[0-9]*_*.pt.tmp "$OUT"/student[0-9]*_history.json
 
 HAVE_TIMEOUT=1
 if ! command -v timeout >/dev/null 2>&1; then
@@ -150,16 +175,19 @@ wait_all() {
 # ---- stage 1: teachers
 TB=$((TOTAL * TEACHER_PCT / 100))
 TK=$((TB * 3 / 2 + 20))
-say "stage 1: teachers, budget ${TB}s each, concurrently"
-launch teacher1 "$TB" "$TK" --widths 64,128,256,512 --seed 1 --epochs 200
-P1=$LAST_PID
-launch teacher2 "$TB" "$TK" --widths 64,128,256,512 --seed 2 --epochs 200
-P2=$LAST_PID
-wait_all teacher1 "$P1" teacher2 "$P2"
+WAIT=()
+if [ "$N_TEACHERS" -gt 0 ]; then
+    say "stage 1: $N_TEACHERS teachers ($TEACHER_WIDTHS), budget ${TB}s each, concurrently"
+    for i in "${!TNAMES[@]}"; do
+        launch "${TNAMES[$i]}" "$TB" "$TK" --widths "$TEACHER_WIDTHS" --seed $((i + 1)) --epochs 300
+        WAIT+=("${TNAMES[$i]}" "$LAST_PID")
+    done
+    wait_all "${WAIT[@]}"
+fi
 
 # ---- stage 2: students
 TEACHERS=""
-for n in teacher1 teacher2; do
+for n in ${TNAMES[@]+"${TNAMES[@]}"}; do
     if [ -s "$OUT/${n}_best.pt" ]; then
         TEACHERS="${TEACHERS:+$TEACHERS,}$OUT/${n}_best.pt"
     fi
@@ -179,17 +207,18 @@ LEFT=$((TOTAL * 90 / 100 - ELAPSED - 5)) # keep 10 % of TOTAL unused
 SK=$((TOTAL * 97 / 100 - ELAPSED))
 [ $SK -lt $((SB + 10)) ] && SK=$((SB + 10))
 say "stage 2: students, budget ${SB}s each (${ELAPSED}s elapsed), concurrently"
-launch student24 "$SB" "$SK" --widths 24,48,96,192 --seed 0 --epochs 300 ${KD[@]+"${KD[@]}"}
-P3=$LAST_PID
-launch student16 "$SB" "$SK" --widths 16,32,64,128 --seed 0 --epochs 300 ${KD[@]+"${KD[@]}"}
-P4=$LAST_PID
-wait_all student24 "$P3" student16 "$P4"
+WAIT=()
+for i in "${!SNAMES[@]}"; do
+    launch "${SNAMES[$i]}" "$SB" "$SK" --widths "${SWIDTHS[$i]}" --seed 0 --epochs 300 ${KD[@]+"${KD[@]}"}
+    WAIT+=("${SNAMES[$i]}" "$LAST_PID")
+done
+wait_all "${WAIT[@]}"
 
 # ---- summary
-$PY - "$OUT" <<'EOF' 2>&1 | tee -a "$LOG"
+$PY - "$OUT" ${TNAMES[@]+"${TNAMES[@]}"} "${SNAMES[@]}" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, os, sys
 out = sys.argv[1]
-for n in ("teacher1", "teacher2", "student24", "student16"):
+for n in sys.argv[2:]:
     p = os.path.join(out, f"{n}_history.json")
     try:
         h = json.load(open(p))
@@ -204,8 +233,8 @@ EOF
 (cd "$OUT" && tar -czf logs.tar.gz -- *.log *_history.json 2>/dev/null)
 ls -l "$OUT" | tee -a "$LOG"
 say "done in $(($(date +%s) - T0))s of ${TOTAL}s"
-if [ -s "$OUT/student24_best.pt" ] || [ -s "$OUT/student16_best.pt" ]; then
-    exit 0
-fi
+for n in "${SNAMES[@]}"; do
+    [ -s "$OUT/${n}_best.pt" ] && exit 0
+done
 say "no student checkpoint"
 exit 1
