@@ -238,13 +238,7 @@ impl Fill<'_> {
             vblend(&f.u[c0..c0 + c_span], &f.u[c1..c1 + c_span], tc.w, ru);
             vblend(&f.v[c0..c0 + c_span], &f.v[c1..c1 + c_span], tc.w, rv);
             // Sample across (a gather), then convert in one contiguous pass that the compiler vectorises.
-            for ((((oy, ou), ov), tx), cx) in
-                hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(self.xs).zip(self.cxs)
-            {
-                *oy = hlerp(ry, tx);
-                *ou = hlerp(ru, cx);
-                *ov = hlerp(rv, cx);
-            }
+            sample_across([&*ry, &*ru, &*rv], self.xs, self.cxs, [&mut *hy, &mut *hu, &mut *hv]);
             let off = y * self.input_w;
             let (bd, gd, rd) = (&mut b_plane[off..off + w], &mut g_plane[off..off + w], &mut r_plane[off..off + w]);
             for (((((b, g), r), &yv), &u), &v) in bd.iter_mut().zip(gd).zip(rd).zip(&*hy).zip(&*hu).zip(&*hv) {
@@ -260,6 +254,17 @@ impl Fill<'_> {
 /// Bytes of one chroma row that the letterbox reads: `ceil(width / 2)` samples `c_step` apart.
 fn yuv_chroma_span(f: &Yuv, width: usize) -> usize {
     (width.div_ceil(2) - 1) * f.c_step + 1
+}
+
+/// The horizontal half of a bilinear YUV resize: the vertically blended luma and chroma rows `[y, u, v]` sampled
+/// at the luma taps `ls` and chroma taps `cs` into `out` (as many values as the shortest of them).
+#[inline]
+fn sample_across([ry, ru, rv]: [&[f32]; 3], ls: &[Tap], cs: &[Tap], [hy, hu, hv]: [&mut [f32]; 3]) {
+    for ((((oy, ou), ov), tl), tc) in hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(ls).zip(cs) {
+        *oy = hlerp(ry, tl);
+        *ou = hlerp(ru, tc);
+        *ov = hlerp(rv, tc);
+    }
 }
 
 /// `out[i] = a[i] + (b[i] - a[i]) * w`, as f32: the vertical half of a bilinear resize.
@@ -465,11 +470,7 @@ fn resize_crop_yuv(
             vblend(&f.u[o0..o0 + cn], &f.u[o1..o1 + cn], wc, ru);
             vblend(&f.v[o0..o0 + cn], &f.v[o1..o1 + cn], wc, rv);
             // Sample across first, then convert: the gathers and the arithmetic each run in a tight loop.
-            for ((((oy, ou), ov), tl), tc) in hy.iter_mut().zip(hu.iter_mut()).zip(hv.iter_mut()).zip(&*ls).zip(&*cs) {
-                *oy = hlerp(ry, tl);
-                *ou = hlerp(ru, tc);
-                *ov = hlerp(rv, tc);
-            }
+            sample_across([&*ry, &*ru, &*rv], &*ls, &*cs, [&mut hy[..], &mut hu[..], &mut hv[..]]);
             for (x, ((&yv, &u), &v)) in hy[..out_w].iter().zip(&hu).zip(&hv).enumerate() {
                 put(x, y, k.rgb(yv, u, v).map(|c| c.clamp(0.0, 255.0)));
             }
