@@ -745,9 +745,10 @@ def main():
     # The resumable state (about 3x the weights: weights, EMA, momentum) after every epoch, except in --budget runs
     # (one-off GPU runs, where saving it would eat into the timed epochs). A run without --resume starts by removing
     # an earlier run's state, so that state can never be resumed by mistake after this run dies in its first epoch.
-    state_path = os.path.join(args.out, f"{args.name}_state.pt") if args.budget <= 0 else None
+    state_file = os.path.join(args.out, f"{args.name}_state.pt")
+    state_path = state_file if args.budget <= 0 else None
     if not args.resume:
-        for p_ in (os.path.join(args.out, f"{args.name}_state.pt"), os.path.join(args.out, f"{args.name}_state.pt.tmp")):
+        for p_ in (state_file, state_file + ".tmp"):
             if os.path.exists(p_):
                 os.remove(p_)
     # the arguments a resumed run may change: they do not alter the training itself
