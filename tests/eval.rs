@@ -306,6 +306,92 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
     }
     assert_eq!(v["per_class_recall"].as_object().unwrap().len(), 7);
     assert!(dir.join("report.png").is_file());
+
+    // --baseline, paired with this run's own predictions: every image concordant, p = 1.
+    let preds_csv = dir.join("preds.csv");
+    let (d, pc) = (dir.to_str().unwrap(), preds_csv.to_str().unwrap());
+    let (code, out, err) = run_bin(&["emotion", d, "--predictions", pc, "--json", json.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let paired_json = |baseline: &Path| {
+        let j = dir.join("paired.json");
+        let (code, out, err) =
+            run_bin(&["emotion", d, "--baseline", baseline.to_str().unwrap(), "--json", j.to_str().unwrap()]);
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("paired against"), "{out}");
+        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
+        v["baseline"].clone()
+    };
+    let b = paired_json(&preds_csv);
+    for key in ["seven_classes", "three_classes"] {
+        assert_eq!((b[key]["only_this_right"].as_u64(), b[key]["only_baseline_right"].as_u64()), (Some(0), Some(0)));
+        assert!((b[key]["p_mcnemar_exact"].as_f64().unwrap() - 1.0).abs() < 1e-12, "{b}");
+    }
+    assert_eq!(b["seven_classes"]["images"].as_u64(), Some(n as u64));
+    assert_eq!(b["seven_classes"]["accuracy"], b["seven_classes"]["accuracy_baseline"]);
+    assert_eq!(b["three_classes"]["images"].as_u64(), Some(n3 as u64));
+
+    // Known a priori: an edited baseline that gets up to two of this run's wrong images right and up to three of
+    // its right ones wrong (one-hot probabilities), all outside happy/sad/neutral so that protocol stays concordant.
+    let text = std::fs::read_to_string(&preds_csv).unwrap();
+    let (mut made_wrong, mut made_right) = (0, 0);
+    let mut edited = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let class = EMOTIONS.iter().position(|e| *e == f[1]);
+        let mut line = line.to_string();
+        if let Some(c) = class.filter(|c| i > 0 && !three.contains(c)) {
+            let right = f[2] == f[1];
+            let one_hot = |k: usize| (0..NUM_EMOTIONS).map(|j| if j == k { "1" } else { "0" }).collect::<Vec<_>>();
+            let new = if right && made_wrong < 3 {
+                made_wrong += 1;
+                Some(one_hot((c + 1) % NUM_EMOTIONS))
+            } else if !right && made_right < 2 {
+                made_right += 1;
+                Some(one_hot(c))
+            } else {
+                None
+            };
+            if let Some(p) = new {
+                line = [&f[..3], &p.iter().map(|s| &**s).collect::<Vec<_>>()[..], &f[10..]].concat().join(",");
+            }
+        }
+        edited += &line;
+        edited += "\n";
+    }
+    assert!(made_wrong > 0 && made_right > 0, "need right and wrong images outside happy/sad/neutral");
+    let edited_csv = dir.join("edited.csv");
+    std::fs::write(&edited_csv, &edited).unwrap();
+    let b = paired_json(&edited_csv);
+    let s = &b["seven_classes"];
+    assert_eq!(
+        (s["only_this_right"].as_u64(), s["only_baseline_right"].as_u64()),
+        (Some(made_wrong), Some(made_right))
+    );
+    let expect = eval::paired::Paired {
+        both: correct - made_wrong as usize,
+        only_this: made_wrong as usize,
+        only_baseline: made_right as usize,
+        neither: n - correct - made_right as usize,
+    };
+    assert_eq!(s["both_right"].as_u64(), Some(expect.both as u64));
+    assert!((s["p_mcnemar_exact"].as_f64().unwrap() - expect.p_exact()).abs() < 1e-12, "{s}");
+    assert_eq!(b["three_classes"]["only_this_right"].as_u64(), Some(0));
+
+    // A baseline of other labels, or no file at all, fails with a clear message (the missing one before any work).
+    let relabel = text.replacen(&format!(",{},", first_class_not_surprise(&text)), ",surprise,", 1);
+    let relabelled_csv = dir.join("relabelled.csv");
+    std::fs::write(&relabelled_csv, relabel).unwrap();
+    let (code, out, err) = run_bin(&["emotion", d, "--baseline", relabelled_csv.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("not the same labelled images"), "{err}");
+    let (code, out, err) = run_bin(&["emotion", d, "--baseline", dir.join("none.csv").to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("cannot read") && !out.contains("accuracy"), "{out}{err}");
+}
+
+/// The class of the first data row of a predictions CSV (one that is not `surprise`, so relabelling changes it).
+fn first_class_not_surprise(csv: &str) -> &str {
+    csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap()).find(|c| *c != "surprise").unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------------------------

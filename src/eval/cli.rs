@@ -23,7 +23,8 @@ Measures the element's own analysis (same models, detector, crops and alignment)
 
 Options:
   --json FILE             write the JSON report (companions next to it: FILE.csv/.png); without it the curve and
-                          heat map go to eval-detect.csv/.png and eval-emotion.png in the current folder
+                          heat map go to out/eval-detect.csv/.png and out/eval-emotion.png (out/ as the main
+                          command's, created when missing)
   --limit N               only N items (detect: the first N images; age: N spread evenly over the sorted
                           manifest; emotion: round-robin over the classes)
   --detector-model M      yunet | PATH (default yunet)
@@ -45,6 +46,9 @@ Options:
   --model-dir DIR         folder of the named models (default: the element's)
   --onnxruntime-library F libonnxruntime.so to load
   --predictions FILE      per-image predictions (detect: every detection with its match) as CSV
+  --baseline FILE         emotion: pair this run with an earlier run's --predictions FILE, image by image (same
+                          labelled images): both accuracies, the images only one run got right, z and McNemar's
+                          exact p (a model beats another only when p is small, not when its accuracy is higher)
   --fit-calibration FILE  age: write the calibration fitted on the even half as a Rust constant to FILE
   --calibration-ages S    age: fit and measure the calibration split on all labelled ages (default) or 21-60
   --calibrate S           age: apply the model's built-in calibration table fitted on S (all | 21-60) first
@@ -69,6 +73,7 @@ pub struct Args {
     pub opts: EvalOptions,
     pub json: Option<PathBuf>,
     pub predictions: Option<PathBuf>,
+    pub baseline: Option<PathBuf>,
     pub fit_calibration: Option<PathBuf>,
     pub calibrate: Option<age::CalibrationSet>,
     pub calibration_set: age::CalibrationSet,
@@ -94,6 +99,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     let mut dir = None;
     let mut opts = EvalOptions { progress: std::io::stderr().is_terminal(), ..EvalOptions::default() };
     let (mut json, mut predictions, mut fit_calibration, mut calibrate) = (None, None, None, None);
+    let mut baseline = None;
     let mut calibration_set = age::CalibrationSet::All;
     let mut split = None;
     let set = |opt: &str, v: String| {
@@ -111,6 +117,7 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
             "-h" | "--help" => return Ok(None),
             "--json" => json = Some(PathBuf::from(value()?)),
             "--predictions" => predictions = Some(PathBuf::from(value()?)),
+            "--baseline" => baseline = Some(PathBuf::from(value()?)),
             "--fit-calibration" => fit_calibration = Some(PathBuf::from(value()?)),
             "--calibrate" => calibrate = Some(set(&name, value()?)?),
             "--calibration-ages" => calibration_set = set(&name, value()?)?,
@@ -194,7 +201,19 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     only(calibrate.is_some(), "--calibrate", Command::Age)?;
     only(split.is_some(), "--split", Command::Age)?;
     only(opts.detect, "--detect", Command::Emotion)?;
-    Ok(Some(Args { command, dir, opts, json, predictions, fit_calibration, calibrate, calibration_set, split }))
+    only(baseline.is_some(), "--baseline", Command::Emotion)?;
+    Ok(Some(Args {
+        command,
+        dir,
+        opts,
+        json,
+        predictions,
+        baseline,
+        fit_calibration,
+        calibrate,
+        calibration_set,
+        split,
+    }))
 }
 
 fn companion(json: Option<&Path>, ext: &str, default: &str) -> PathBuf {
@@ -214,8 +233,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
     match args.command {
         Command::Detect => {
             let r = detect::evaluate(&args.dir, &args.opts)?;
-            let csv = companion(args.json.as_deref(), "csv", "eval-detect.csv");
-            let png = companion(args.json.as_deref(), "png", "eval-detect.png");
+            let csv = companion(args.json.as_deref(), "csv", "out/eval-detect.csv");
+            let png = companion(args.json.as_deref(), "png", "out/eval-detect.png");
             write_text(&csv, &r.curve.csv())?;
             plot::save_png(&r.plot(), &png)?;
             written.extend([csv.clone(), png.clone()]);
@@ -255,13 +274,24 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
             }
         }
         Command::Emotion => {
+            // Read (and check) the baseline first: a bad file must not cost a whole evaluation, and --predictions
+            // may overwrite it.
+            let baseline = args.baseline.as_deref().map(emotion::read_baseline).transpose()?;
             let r = emotion::evaluate(&args.dir, &args.opts)?;
-            let png = companion(args.json.as_deref(), "png", "eval-emotion.png");
+            let cmp = baseline.as_ref().map(|b| r.compare(b)).transpose()?;
+            let png = companion(args.json.as_deref(), "png", "out/eval-emotion.png");
             plot::save_png(&r.confusion_plot(), &png)?;
             written.push(png.clone());
             print(out, &r.table());
+            if let Some(c) = &cmp {
+                print(out, &c.table());
+            }
             if let Some(j) = &args.json {
-                write_json(j, &r.to_json(Some(&png)))?;
+                let mut v = r.to_json(Some(&png));
+                if let Some(c) = &cmp {
+                    v["baseline"] = c.to_json();
+                }
+                write_json(j, &v)?;
                 written.push(j.clone());
             }
             if let Some(p) = &args.predictions {

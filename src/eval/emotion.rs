@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
+use super::paired::Paired;
 use super::{EvalError, EvalOptions, Result, io_err, load_image, num, plot, run_items};
 use crate::analyzer::{AnalyzeParams, Analyzer, DEFAULT_THRESHOLD, FrameStats};
 use crate::face::{BBox, Detection, EMOTIONS, Face, NUM_EMOTIONS};
@@ -525,5 +526,177 @@ impl EmotionReport {
             "cells: share of the true class (row), count below",
         );
         img
+    }
+}
+
+/// This run against the predictions CSV of an earlier run (`--baseline`), image by image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineComparison {
+    pub baseline: PathBuf,
+    /// Over the images both runs measured (no read or model error in either).
+    pub seven: Paired,
+    /// The happy/sad/neutral images among them, each run's argmax over those three.
+    pub three: Paired,
+    /// This run's measured images that the baseline does not have (or has as `error`).
+    pub missing: usize,
+    /// Baseline rows whose image this run did not measure.
+    pub extra: usize,
+}
+
+/// A predictions CSV of an earlier run, read before the evaluation starts (a bad file fails at once).
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub path: PathBuf,
+    /// Path relative to DIR -> the true class and, where there was a result, the seven probabilities (rows with
+    /// `error` are left out).
+    rows: std::collections::HashMap<String, (usize, Option<[f32; NUM_EMOTIONS]>)>,
+}
+
+/// Reads a `--predictions` CSV of `faceanalyze-eval emotion`.
+pub fn read_baseline(path: &Path) -> Result<Baseline> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let bad = |what: String| EvalError::Layout(format!("{}: {what}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(0), Some(class_col), Some(pred_col)) = (col("path"), col("class"), col("predicted")) else {
+        return Err(bad(
+            "not a predictions CSV of `faceanalyze-eval emotion --predictions` (header path,class,predicted,...)"
+                .into(),
+        ));
+    };
+    let mut prob_cols = [0usize; NUM_EMOTIONS];
+    for (c, e) in EMOTIONS.iter().enumerate() {
+        prob_cols[c] = col(&format!("p_{e}")).ok_or_else(|| bad(format!("no column p_{e}")))?;
+    }
+    let mut rows = std::collections::HashMap::new();
+    for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
+        // The path is written unquoted and may hold commas: the other columns are counted from the right.
+        let mut fields: Vec<&str> = line.rsplitn(header.len(), ',').collect();
+        fields.reverse();
+        if fields.len() != header.len() {
+            return Err(bad(format!("line {}: {} columns, the header has {}", i + 2, fields.len(), header.len())));
+        }
+        let class = EMOTIONS
+            .iter()
+            .position(|e| *e == fields[class_col])
+            .ok_or_else(|| bad(format!("line {}: unknown class {:?}", i + 2, fields[class_col])))?;
+        let probs = if fields[prob_cols[0]].is_empty() {
+            None
+        } else {
+            let mut p = [0f32; NUM_EMOTIONS];
+            for (c, &k) in prob_cols.iter().enumerate() {
+                p[c] = fields[k]
+                    .parse()
+                    .map_err(|_| bad(format!("line {}: p_{} {:?} is not a number", i + 2, EMOTIONS[c], fields[k])))?;
+            }
+            Some(p)
+        };
+        let is_error = fields[pred_col] == "error";
+        if !is_error && rows.insert(fields[0].to_string(), (class, probs)).is_some() {
+            return Err(bad(format!("line {}: {} appears twice", i + 2, fields[0])));
+        }
+    }
+    Ok(Baseline { path: path.to_owned(), rows })
+}
+
+fn right_7(class: usize, probs: Option<[f32; NUM_EMOTIONS]>) -> bool {
+    probs.is_some_and(|p| argmax(p.into_iter()) == class)
+}
+
+fn right_3(t: usize, probs: Option<[f32; NUM_EMOTIONS]>) -> bool {
+    probs.is_some_and(|p| argmax(THREE_CLASSES.iter().map(|&c| p[c])) == t)
+}
+
+impl EmotionReport {
+    /// Pairs this run's images with the rows of `baseline` by path. A row whose true class differs from this run's
+    /// is an error: the two runs did not see the same labelled images.
+    pub fn compare(&self, baseline: &Baseline) -> Result<BaselineComparison> {
+        let mut rows = baseline.rows.clone();
+        let mut cmp = BaselineComparison {
+            baseline: baseline.path.clone(),
+            seven: Paired::default(),
+            three: Paired::default(),
+            missing: 0,
+            extra: 0,
+        };
+        let mut measured = 0;
+        for r in self.records.iter().filter(|r| r.error.is_none()) {
+            measured += 1;
+            let Some((class, probs)) = rows.remove(&r.rel) else {
+                cmp.missing += 1;
+                continue;
+            };
+            if class != r.class {
+                return Err(EvalError::Layout(format!(
+                    "{}: {} is labelled {} there and {} here: not the same labelled images",
+                    baseline.path.display(),
+                    r.rel,
+                    EMOTIONS[class],
+                    EMOTIONS[r.class]
+                )));
+            }
+            cmp.seven.add(right_7(r.class, r.probs), right_7(class, probs));
+            if let Some(t) = THREE_CLASSES.iter().position(|&c| c == class) {
+                cmp.three.add(right_3(t, r.probs), right_3(t, probs));
+            }
+        }
+        cmp.extra = rows.len();
+        if cmp.seven.n() == 0 && measured > 0 {
+            return Err(EvalError::Layout(format!(
+                "{}: none of this run's {measured} images is in it (paths are relative to DIR, as in --predictions)",
+                baseline.path.display()
+            )));
+        }
+        Ok(cmp)
+    }
+}
+
+impl BaselineComparison {
+    pub fn table(&self) -> String {
+        let mut s = format!("\n  paired against {} ({} images in both", self.baseline.display(), self.seven.n());
+        if self.missing > 0 {
+            s += &format!("; {} of this run's not in it", self.missing);
+        }
+        if self.extra > 0 {
+            s += &format!("; {} of its rows not measured here", self.extra);
+        }
+        s += ")\n                                this  baseline  only this  only baseline      z   p (McNemar)\n";
+        for (name, p) in [("accuracy (7 classes)", &self.seven), ("accuracy happy/sad/neutral", &self.three)] {
+            s += &format!(
+                "  {name:<27} {:>7.4} {:>9.4} {:>10} {:>14} {:>6.2} {:>13.4}\n",
+                p.accuracy_this(),
+                p.accuracy_baseline(),
+                p.only_this,
+                p.only_baseline,
+                p.z(),
+                p.p_exact()
+            );
+        }
+        s += "  (z > 0: this run better; p: McNemar's exact two-sided test on the images only one run got right)\n";
+        s
+    }
+
+    pub fn to_json(&self) -> Value {
+        let one = |p: &Paired| {
+            json!({
+                "images": p.n(),
+                "accuracy": num(p.accuracy_this(), 4),
+                "accuracy_baseline": num(p.accuracy_baseline(), 4),
+                "both_right": p.both,
+                "only_this_right": p.only_this,
+                "only_baseline_right": p.only_baseline,
+                "both_wrong": p.neither,
+                "z": num(p.z(), 3),
+                "p_mcnemar_exact": p.p_exact(),
+            })
+        };
+        json!({
+            "predictions": self.baseline.display().to_string(),
+            "missing_from_baseline": self.missing,
+            "not_measured_here": self.extra,
+            "seven_classes": one(&self.seven),
+            "three_classes": one(&self.three),
+        })
     }
 }

@@ -12,6 +12,7 @@ pub mod calibration_tables;
 pub mod cli;
 pub mod detect;
 pub mod emotion;
+pub mod paired;
 pub mod plot;
 
 use std::io::Write as _;
