@@ -310,12 +310,21 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
     // --baseline, paired with this run's own predictions: every image concordant, p = 1.
     let preds_csv = dir.join("preds.csv");
     let (d, pc) = (dir.to_str().unwrap(), preds_csv.to_str().unwrap());
-    let (code, out, err) = run_bin(&["emotion", d, "--predictions", pc, "--json", json.to_str().unwrap()]);
+    let (code, out, err) =
+        run_bin(&["emotion", d, "--predictions", pc, "--json", json.to_str().unwrap(), "--threads", "1"]);
     assert_eq!(code, 0, "{out}{err}");
     let paired_json = |baseline: &Path| {
         let j = dir.join("paired.json");
-        let (code, out, err) =
-            run_bin(&["emotion", d, "--baseline", baseline.to_str().unwrap(), "--json", j.to_str().unwrap()]);
+        let (code, out, err) = run_bin(&[
+            "emotion",
+            d,
+            "--baseline",
+            baseline.to_str().unwrap(),
+            "--json",
+            j.to_str().unwrap(),
+            "--threads",
+            "1",
+        ]);
         assert_eq!(code, 0, "{out}{err}");
         assert!(out.contains("paired against"), "{out}");
         let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
@@ -341,18 +350,23 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
         let mut line = line.to_string();
         if let Some(c) = class.filter(|c| i > 0 && !three.contains(c)) {
             let right = f[2] == f[1];
-            let one_hot = |k: usize| (0..NUM_EMOTIONS).map(|j| if j == k { "1" } else { "0" }).collect::<Vec<_>>();
+            // The predicted class and one-hot probabilities for it.
+            let predict = |k: usize| {
+                let mut cols = vec![EMOTIONS[k]];
+                cols.extend((0..NUM_EMOTIONS).map(|j| if j == k { "1" } else { "0" }));
+                cols
+            };
             let new = if right && made_wrong < 3 {
                 made_wrong += 1;
-                Some(one_hot((c + 1) % NUM_EMOTIONS))
+                Some(predict((c + 1) % NUM_EMOTIONS))
             } else if !right && made_right < 2 {
                 made_right += 1;
-                Some(one_hot(c))
+                Some(predict(c))
             } else {
                 None
             };
-            if let Some(p) = new {
-                line = [&f[..3], &p.iter().map(|s| &**s).collect::<Vec<_>>()[..], &f[10..]].concat().join(",");
+            if let Some(cols) = new {
+                line = [&f[..2], &cols[..], &f[10..]].concat().join(",");
             }
         }
         edited += &line;
@@ -377,13 +391,24 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
     assert!((s["p_mcnemar_exact"].as_f64().unwrap() - expect.p_exact()).abs() < 1e-12, "{s}");
     assert_eq!(b["three_classes"]["only_this_right"].as_u64(), Some(0));
 
-    // A baseline of other labels, or no file at all, fails with a clear message (the missing one before any work).
-    let relabel = text.replacen(&format!(",{},", first_class_not_surprise(&text)), ",surprise,", 1);
-    let relabelled_csv = dir.join("relabelled.csv");
-    std::fs::write(&relabelled_csv, relabel).unwrap();
-    let (code, out, err) = run_bin(&["emotion", d, "--baseline", relabelled_csv.to_str().unwrap()]);
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("not the same labelled images"), "{err}");
+    // A baseline of other labels, without rows, with a half-filled row, or no file at all, fails with a clear
+    // message before any image is measured.
+    let header = text.lines().next().unwrap();
+    let first_row = text.lines().nth(1).unwrap();
+    let half = first_row.split(',').enumerate().map(|(i, f)| if i == 4 { "" } else { f }).collect::<Vec<_>>();
+    let relabelled = text.replacen(&format!(",{},", first_class_not_surprise(&text)), ",surprise,", 1);
+    let cases = [
+        ("relabelled.csv", relabelled, "not the same labelled images"),
+        ("header.csv", format!("{header}\n"), "no measured image"),
+        ("half.csv", format!("{header}\n{}\n", half.join(",")), "of the 7 probabilities"),
+    ];
+    for (name, content, message) in cases {
+        let f = dir.join(name);
+        std::fs::write(&f, content).unwrap();
+        let (code, out, err) = run_bin(&["emotion", d, "--baseline", f.to_str().unwrap(), "--threads", "1"]);
+        assert_eq!(code, 1, "{name}: {out}{err}");
+        assert!(err.contains(message) && !out.contains("accuracy"), "{name}: {out}{err}");
+    }
     let (code, out, err) = run_bin(&["emotion", d, "--baseline", dir.join("none.csv").to_str().unwrap()]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("cannot read") && !out.contains("accuracy"), "{out}{err}");

@@ -116,23 +116,43 @@ bench)
         cp "$STAGE/train.log" "$OUT/gpu_train.log"
         (cd "$STAGE/train" && tar -cf - ./student*_best.pt ./*.log ./*_history.json 2>/dev/null) | gzip >"$OUT/train_results.tar.gz"
         # the teachers too, for later CPU sessions to distil from: fp16 weights (a 64-wide teacher 9.6 MB instead
-        # of 19), one file each, since the device tool brings back at most 8 files of 16 MiB (64 MiB in all)
-        python3 - "$STAGE/train" "$OUT" <<'PY' || say "teacher checkpoints: not copied"
-import glob, os, sys, torch
-src, out = sys.argv[1:]
-room = 40 << 20
-for p in sorted(glob.glob(os.path.join(src, "teacher*_best.pt")))[:4]:
-    ck = torch.load(p, map_location="cpu", weights_only=False)
-    ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
-    dst = os.path.join(out, os.path.basename(p)[: -len(".pt")] + ".fp16.pt")
-    torch.save(ck, dst)
-    size = os.path.getsize(dst)
-    if size > 15 << 20 or size > room:
-        os.remove(dst)
-        print(f"{os.path.basename(p)}: fp16 copy of {size >> 20} MiB does not fit what comes back; left out")
+        # of 19), one file each. The device tool brings back at most 8 files of 16 MiB, 64 MiB in all: what is
+        # already in $OUT counts, a copy is written in $STAGE first and moved only when it fits.
+        "${PYTHON:-python3}" - "$STAGE/train" "$OUT" "$STAGE" <<'PY' || say "teacher checkpoints: not copied"
+import glob, os, re, sys, torch
+src, out, stage = sys.argv[1:]
+files = [os.path.join(out, f) for f in os.listdir(out)]
+room = (63 << 20) - sum(os.path.getsize(f) for f in files)
+for f in files:
+    if os.path.getsize(f) > 16 << 20:
+        print(f"WARNING: {f} is over 16 MiB and will not come back")
+teachers = sorted(glob.glob(os.path.join(src, "teacher*_best.pt")),
+                  key=lambda p: int(re.sub(r"\D", "", os.path.basename(p)) or 0))
+if not teachers:
+    print("no teacher checkpoint to copy")
+copied = 0
+for p in teachers:
+    name = os.path.basename(p)[: -len(".pt")] + ".fp16.pt"
+    if copied == 4 or len(files) + copied >= 8:
+        print(f"{name}: left out (at most 8 files come back)")
+        continue
+    try:
+        ck = torch.load(p, map_location="cpu", weights_only=False)
+        ck["state_dict"] = {k: v.half() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+        tmp = os.path.join(stage, name)
+        torch.save(ck, tmp)
+        size = os.path.getsize(tmp)
+        if size > 15 << 20 or size > room:
+            os.remove(tmp)
+            print(f"{name}: {size >> 20} MiB does not fit what comes back; left out")
+            continue
+        os.replace(tmp, os.path.join(out, name))
+    except Exception as e:  # one bad checkpoint must not cost the others
+        print(f"{name}: not copied ({type(e).__name__}: {e})")
         continue
     room -= size
-    print(f"{os.path.basename(dst)}: {size / 1e6:.1f} MB")
+    copied += 1
+    print(f"{name}: {size / 1e6:.1f} MB")
 PY
     fi
     # most telling first (a 10-minute call may end before the last ones; CASE_TIMEOUT bounds each)

@@ -255,11 +255,17 @@ pub struct EmotionReport {
     pub jobs: usize,
 }
 
-pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EmotionReport> {
+/// The images [`evaluate`] measures: [`load`], cut to `--limit`.
+pub fn items(dir: &Path, opts: &EvalOptions) -> Result<Vec<EmotionItem>> {
     let mut items = load(dir)?;
     if let Some(n) = opts.limit {
         items.truncate(n);
     }
+    Ok(items)
+}
+
+pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EmotionReport> {
+    let items = items(dir, opts)?;
     let start = Instant::now();
     let mut params = opts.params(DETECT_SIZE, DEFAULT_THRESHOLD);
     params.analyze_age = false;
@@ -421,7 +427,8 @@ impl EmotionReport {
                 "no face"
             });
             let probs = match r.probs {
-                Some(p) => p.map(|v| format!("{v:.5}")).join(","),
+                // Shortest text that reads back as the same f32: a later --baseline recomputes argmaxes from it.
+                Some(p) => p.map(|v| format!("{v}")).join(","),
                 None => [""; NUM_EMOTIONS].join(","),
             };
             let b =
@@ -543,16 +550,26 @@ pub struct BaselineComparison {
     pub extra: usize,
 }
 
-/// A predictions CSV of an earlier run, read before the evaluation starts (a bad file fails at once).
+/// One usable row of a predictions CSV.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct BaselineRow {
+    class: usize,
+    /// The `predicted` column (`None`: no face).
+    predicted: Option<usize>,
+    probs: Option<[f32; NUM_EMOTIONS]>,
+}
+
+/// A predictions CSV of an earlier run, read and checked before the evaluation starts (a bad file fails at once).
 #[derive(Debug, Clone)]
 pub struct Baseline {
     pub path: PathBuf,
-    /// Path relative to DIR -> the true class and, where there was a result, the seven probabilities (rows with
-    /// `error` are left out).
-    rows: std::collections::HashMap<String, (usize, Option<[f32; NUM_EMOTIONS]>)>,
+    /// Path relative to DIR -> row (rows with `error` are left out).
+    rows: std::collections::HashMap<String, BaselineRow>,
 }
 
-/// Reads a `--predictions` CSV of `faceanalyze-eval emotion`.
+/// Reads a `--predictions` CSV of `faceanalyze-eval emotion`. The path column is unquoted and may hold commas, so
+/// the other columns are counted from the right (a path with commas parses; a row with extra commas folds them into
+/// its path and then matches no image).
 pub fn read_baseline(path: &Path) -> Result<Baseline> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let bad = |what: String| EvalError::Layout(format!("{}: {what}", path.display()));
@@ -569,39 +586,80 @@ pub fn read_baseline(path: &Path) -> Result<Baseline> {
     for (c, e) in EMOTIONS.iter().enumerate() {
         prob_cols[c] = col(&format!("p_{e}")).ok_or_else(|| bad(format!("no column p_{e}")))?;
     }
+    let class_of = |name: &str| EMOTIONS.iter().position(|e| *e == name);
     let mut rows = std::collections::HashMap::new();
     for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
-        // The path is written unquoted and may hold commas: the other columns are counted from the right.
+        let line_no = i + 2;
         let mut fields: Vec<&str> = line.rsplitn(header.len(), ',').collect();
         fields.reverse();
         if fields.len() != header.len() {
-            return Err(bad(format!("line {}: {} columns, the header has {}", i + 2, fields.len(), header.len())));
+            return Err(bad(format!("line {line_no}: {} columns, the header has {}", fields.len(), header.len())));
         }
-        let class = EMOTIONS
-            .iter()
-            .position(|e| *e == fields[class_col])
-            .ok_or_else(|| bad(format!("line {}: unknown class {:?}", i + 2, fields[class_col])))?;
-        let probs = if fields[prob_cols[0]].is_empty() {
-            None
-        } else {
-            let mut p = [0f32; NUM_EMOTIONS];
-            for (c, &k) in prob_cols.iter().enumerate() {
-                p[c] = fields[k]
-                    .parse()
-                    .map_err(|_| bad(format!("line {}: p_{} {:?} is not a number", i + 2, EMOTIONS[c], fields[k])))?;
-            }
-            Some(p)
+        let class = class_of(fields[class_col])
+            .ok_or_else(|| bad(format!("line {line_no}: unknown class {:?}", fields[class_col])))?;
+        let predicted = match fields[pred_col] {
+            "error" => continue,
+            "no face" => None,
+            name => Some(class_of(name).ok_or_else(|| bad(format!("line {line_no}: unknown prediction {name:?}")))?),
         };
-        let is_error = fields[pred_col] == "error";
-        if !is_error && rows.insert(fields[0].to_string(), (class, probs)).is_some() {
-            return Err(bad(format!("line {}: {} appears twice", i + 2, fields[0])));
+        let empty = prob_cols.iter().filter(|&&k| fields[k].is_empty()).count();
+        let probs = match (empty, predicted) {
+            (NUM_EMOTIONS, None) => None,
+            (0, Some(_)) => {
+                let mut p = [0f32; NUM_EMOTIONS];
+                for (c, &k) in prob_cols.iter().enumerate() {
+                    p[c] = fields[k].parse().ok().filter(|v: &f32| v.is_finite()).ok_or_else(|| {
+                        bad(format!("line {line_no}: p_{} {:?} is not a finite number", EMOTIONS[c], fields[k]))
+                    })?;
+                }
+                Some(p)
+            }
+            _ => {
+                return Err(bad(format!(
+                    "line {line_no}: prediction {:?} with {} of the 7 probabilities (expected all, or none for no \
+                     face)",
+                    fields[pred_col],
+                    NUM_EMOTIONS - empty
+                )));
+            }
+        };
+        if rows.insert(fields[0].to_string(), BaselineRow { class, predicted, probs }).is_some() {
+            return Err(bad(format!("line {line_no}: {} appears twice", fields[0])));
         }
+    }
+    if rows.is_empty() {
+        return Err(bad("no measured image in it".into()));
     }
     Ok(Baseline { path: path.to_owned(), rows })
 }
 
-fn right_7(class: usize, probs: Option<[f32; NUM_EMOTIONS]>) -> bool {
-    probs.is_some_and(|p| argmax(p.into_iter()) == class)
+impl Baseline {
+    /// Before the run: the images it will measure must carry the baseline's labels, and some must be in it.
+    pub fn check(&self, items: &[EmotionItem]) -> Result<()> {
+        let mut shared = 0;
+        for item in items {
+            if let Some(row) = self.rows.get(&item.rel) {
+                if row.class != item.class {
+                    return Err(EvalError::Layout(format!(
+                        "{}: {} is labelled {} there and {} here: not the same labelled images",
+                        self.path.display(),
+                        item.rel,
+                        EMOTIONS[row.class],
+                        EMOTIONS[item.class]
+                    )));
+                }
+                shared += 1;
+            }
+        }
+        if shared == 0 && !items.is_empty() {
+            return Err(EvalError::Layout(format!(
+                "{}: none of the {} images to measure is in it (paths are relative to DIR, as in --predictions)",
+                self.path.display(),
+                items.len()
+            )));
+        }
+        Ok(())
+    }
 }
 
 fn right_3(t: usize, probs: Option<[f32; NUM_EMOTIONS]>) -> bool {
@@ -609,46 +667,30 @@ fn right_3(t: usize, probs: Option<[f32; NUM_EMOTIONS]>) -> bool {
 }
 
 impl EmotionReport {
-    /// Pairs this run's images with the rows of `baseline` by path. A row whose true class differs from this run's
-    /// is an error: the two runs did not see the same labelled images.
-    pub fn compare(&self, baseline: &Baseline) -> Result<BaselineComparison> {
-        let mut rows = baseline.rows.clone();
+    /// Pairs this run's measured images with the rows of `baseline` by path (after [`Baseline::check`] on the same
+    /// images). 7 classes: this run's argmax against the baseline's `predicted` column; happy/sad/neutral: each
+    /// run's argmax over those three probabilities.
+    pub fn compare(&self, baseline: &Baseline) -> BaselineComparison {
         let mut cmp = BaselineComparison {
             baseline: baseline.path.clone(),
             seven: Paired::default(),
             three: Paired::default(),
             missing: 0,
-            extra: 0,
+            extra: baseline.rows.len(),
         };
-        let mut measured = 0;
         for r in self.records.iter().filter(|r| r.error.is_none()) {
-            measured += 1;
-            let Some((class, probs)) = rows.remove(&r.rel) else {
+            let Some(row) = baseline.rows.get(&r.rel).filter(|row| row.class == r.class) else {
                 cmp.missing += 1;
                 continue;
             };
-            if class != r.class {
-                return Err(EvalError::Layout(format!(
-                    "{}: {} is labelled {} there and {} here: not the same labelled images",
-                    baseline.path.display(),
-                    r.rel,
-                    EMOTIONS[class],
-                    EMOTIONS[r.class]
-                )));
-            }
-            cmp.seven.add(right_7(r.class, r.probs), right_7(class, probs));
-            if let Some(t) = THREE_CLASSES.iter().position(|&c| c == class) {
-                cmp.three.add(right_3(t, r.probs), right_3(t, probs));
+            cmp.extra -= 1;
+            let this_7 = r.probs.is_some_and(|p| argmax(p.into_iter()) == r.class);
+            cmp.seven.add(this_7, row.predicted == Some(r.class));
+            if let Some(t) = THREE_CLASSES.iter().position(|&c| c == r.class) {
+                cmp.three.add(right_3(t, r.probs), right_3(t, row.probs));
             }
         }
-        cmp.extra = rows.len();
-        if cmp.seven.n() == 0 && measured > 0 {
-            return Err(EvalError::Layout(format!(
-                "{}: none of this run's {measured} images is in it (paths are relative to DIR, as in --predictions)",
-                baseline.path.display()
-            )));
-        }
-        Ok(cmp)
+        cmp
     }
 }
 
@@ -692,7 +734,7 @@ impl BaselineComparison {
             })
         };
         json!({
-            "predictions": self.baseline.display().to_string(),
+            "file": self.baseline.display().to_string(),
             "missing_from_baseline": self.missing,
             "not_measured_here": self.extra,
             "seven_classes": one(&self.seven),
