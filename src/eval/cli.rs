@@ -276,15 +276,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
         Command::Emotion => {
             // Read and check the baseline first: a bad file must not cost a whole evaluation, and --predictions
             // may overwrite it.
-            let baseline = match &args.baseline {
-                Some(path) => {
-                    let b = emotion::read_baseline(path)?;
-                    b.check(&emotion::items(&args.dir, &args.opts)?)?;
-                    Some(b)
-                }
-                None => None,
-            };
-            let r = emotion::evaluate(&args.dir, &args.opts)?;
+            let baseline = args.baseline.as_deref().map(emotion::read_baseline).transpose()?;
+            let items = emotion::items(&args.dir, &args.opts)?;
+            if let Some(b) = &baseline {
+                b.check(&items)?;
+            }
+            let r = emotion::evaluate_items(&args.dir, &items, &args.opts)?;
             let cmp = baseline.as_ref().map(|b| r.compare(b));
             let png = companion(args.json.as_deref(), "png", "out/eval-emotion.png");
             plot::save_png(&r.confusion_plot(), &png)?;

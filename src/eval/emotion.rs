@@ -265,14 +265,18 @@ pub fn items(dir: &Path, opts: &EvalOptions) -> Result<Vec<EmotionItem>> {
 }
 
 pub fn evaluate(dir: &Path, opts: &EvalOptions) -> Result<EmotionReport> {
-    let items = items(dir, opts)?;
+    evaluate_items(dir, &items(dir, opts)?, opts)
+}
+
+/// [`evaluate`] on images already listed by [`items`] (the command lists them once for `--baseline`'s check too).
+pub fn evaluate_items(dir: &Path, items: &[EmotionItem], opts: &EvalOptions) -> Result<EmotionReport> {
     let start = Instant::now();
     let mut params = opts.params(DETECT_SIZE, DEFAULT_THRESHOLD);
     params.analyze_age = false;
     params.analyze_emotion = true;
     let cfg = opts.analyzer_config(false, true);
     let detect = opts.detect;
-    let records = run_items(&items, opts, &cfg, "emotion", |a, item| {
+    let records = run_items(items, opts, &cfg, "emotion", |a, item| {
         let (probs, det, error) = match load_image(&item.path) {
             Ok(rgb) => {
                 let (probs, det) = predict(a, &rgb.frame(), &params, detect)?;
