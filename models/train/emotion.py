@@ -473,6 +473,10 @@ def main():
     ap.add_argument("--stop-after", type=int, default=0, help="stop after epoch N of the run (counted from its "
                     "start, also when resumed; 0 = off), leaving the schedule of --epochs unfinished for --resume "
                     "(CPU training in slices); no ONNX export then")
+    ap.add_argument("--val-every", type=int, default=1, help="validate (and so consider for the best checkpoint) "
+                    "only every N-th epoch, and every epoch of the last tenth of the schedule, where the best one "
+                    "lies; one validation pass is a quarter of a wide net's CPU epoch. It does not alter the "
+                    "training, so a resumed run may change it")
     ap.add_argument("--resume", action="store_true", help="continue OUT/NAME_state.pt (written after every epoch of "
                     "a run without --budget: weights, EMA, optimizer, schedule, RNG states, history) where it stopped, "
                     "e.g. after --stop-after, --deadline or a killed process. The training arguments must be the "
@@ -480,6 +484,8 @@ def main():
     args = ap.parse_args()
     if args.kd_alpha is None:
         args.kd_alpha = 0.7 if args.teacher else 0.0
+    if args.val_every < 1:
+        ap.error("--val-every must be at least 1")
     if args.resume and args.budget > 0:
         ap.error("--resume and --budget exclude each other (a --budget run keeps no resumable state)")
     if args.fp16:
@@ -752,7 +758,7 @@ def main():
             if os.path.exists(p_):
                 os.remove(p_)
     # the arguments a resumed run may change: they do not alter the training itself
-    free_args = ("resume", "stop_after", "deadline", "no_export", "threads")
+    free_args = ("resume", "stop_after", "deadline", "no_export", "threads", "val_every")
 
     def save_state():
         if state_path is None:
@@ -798,7 +804,8 @@ def main():
             f"{best[0]:.4f} at epoch {best[1]})")
     while ep < args.epochs:  # a while loop: --budget's re-plan may change args.epochs
         ep += 1
-        if deadline is not None and hist and time.time() + 1.1 * hist[-1]["sec_total"] > deadline:
+        # the longest of the last few epochs: with --val-every, the next one may validate where the last did not
+        if deadline is not None and hist and time.time() + 1.1 * max(h["sec_total"] for h in hist[-5:]) > deadline:
             stopped = ep - 1
             log(f"deadline {args.deadline}: stopping after epoch {stopped} of {args.epochs}")
             break
@@ -827,22 +834,26 @@ def main():
                     be.copy_(bm)
         sync(dev)
         t_train = time.time() - te
-        acc, acc_3 = acc3(model, xv, yv)
         row = {
             "epoch": ep,
             "loss": tot_loss.item() / tot_n,
             "train_acc": correct.item() / tot_n,
-            "val_acc": acc,
-            "val_acc3": acc_3,
             "lr": sched.get_last_lr()[0],
         }
-        cands = [("raw", acc, model)]
-        if ema is not None:
-            ea, ea3 = acc3(ema, xv, yv)
-            row["ema_val_acc"], row["ema_val_acc3"] = ea, ea3
-            cands.append(("ema", ea, ema))
+        validate = (ep % args.val_every == 0 or ep > args.epochs - max(1, args.epochs // 10)
+                    or ep == args.stop_after or (budget_info is not None and ep == args.replan_epoch))
+        cands = []
+        if validate:
+            acc, acc_3 = acc3(model, xv, yv)
+            row["val_acc"], row["val_acc3"] = acc, acc_3
+            cands.append(("raw", acc, model))
+            if ema is not None:
+                ea, ea3 = acc3(ema, xv, yv)
+                row["ema_val_acc"], row["ema_val_acc3"] = ea, ea3
+                cands.append(("ema", ea, ema))
         # the epoch's better candidate (raw on ties), saved once if it beats the best so far
-        which, a, m = cands[1] if len(cands) > 1 and cands[1][1] > cands[0][1] else cands[0]
+        which, a, m = (cands[1] if len(cands) > 1 and cands[1][1] > cands[0][1] else cands[0]) if cands else (
+            None, -1.0, None)
         if a > best[0]:
             best = (a, ep, which)
             save_atomic(
@@ -855,8 +866,8 @@ def main():
         hist.append(row)
         log(
             f"epoch {ep:3d}/{args.epochs} loss {row['loss']:.4f} train {row['train_acc']:.4f} "
-            f"val {acc:.4f} (3c {acc_3:.4f})"
-            + (f" ema {row['ema_val_acc']:.4f} (3c {row['ema_val_acc3']:.4f})" if ema is not None else "")
+            + (f"val {acc:.4f} (3c {acc_3:.4f})" if validate else "val -")
+            + (f" ema {row['ema_val_acc']:.4f} (3c {row['ema_val_acc3']:.4f})" if validate and ema is not None else "")
             + f" lr {row['lr']:.4g} | {t_train:.0f} s train, {row['sec_total']:.0f} s total, "
             f"elapsed {time.time() - t_start:.0f} s"
         )
