@@ -45,6 +45,25 @@ fn run_bin(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `faceanalyze-eval COMMAND DIR --baseline BASELINE`: its JSON report, after checking that it succeeded and
+/// printed the paired table.
+fn paired_report(command: &str, dir: &Path, baseline: &Path) -> serde_json::Value {
+    let j = dir.join(format!("{command}-paired.json"));
+    let (code, out, err) = run_bin(&[
+        command,
+        dir.to_str().unwrap(),
+        "--baseline",
+        baseline.to_str().unwrap(),
+        "--json",
+        j.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("paired against"), "{out}");
+    serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap()
+}
+
 fn argmax(v: &[f32]) -> usize {
     (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
@@ -313,23 +332,7 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
     let (code, out, err) =
         run_bin(&["emotion", d, "--predictions", pc, "--json", json.to_str().unwrap(), "--threads", "1"]);
     assert_eq!(code, 0, "{out}{err}");
-    let paired_json = |baseline: &Path| {
-        let j = dir.join("paired.json");
-        let (code, out, err) = run_bin(&[
-            "emotion",
-            d,
-            "--baseline",
-            baseline.to_str().unwrap(),
-            "--json",
-            j.to_str().unwrap(),
-            "--threads",
-            "1",
-        ]);
-        assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains("paired against"), "{out}");
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap();
-        v["baseline"].clone()
-    };
+    let paired_json = |baseline: &Path| paired_report("emotion", &dir, baseline)["baseline"].clone();
     let b = paired_json(&preds_csv);
     for key in ["seven_classes", "three_classes"] {
         assert_eq!((b[key]["only_this_right"].as_u64(), b[key]["only_baseline_right"].as_u64()), (Some(0), Some(0)));
@@ -540,6 +543,62 @@ fn age_mae_matches_own_predictions_and_is_exact_for_shifted_labels() {
     assert_eq!(v["no_face"]["count"], 1);
     let src = std::fs::read_to_string(&rs).unwrap();
     assert!(src.contains("pub const HSE_CALIBRATION: &[(f32, f32)] = &["), "{src}");
+
+    // --baseline, paired with this run's own predictions: the same MAE, every image a tie, p = 1.
+    let (d, preds) = (dir.to_str().unwrap(), dir.join("age-preds.csv"));
+    let (code, out, err) = run_bin(&["age", d, "--predictions", preds.to_str().unwrap(), "--threads", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let paired = |baseline: &Path| {
+        let v = paired_report("age", &dir, baseline);
+        (v["mae"].as_f64().unwrap(), v["baseline"].clone())
+    };
+    let (mae, b) = paired(&preds);
+    assert_eq!(b["all"]["images"].as_u64(), Some(5), "{b}");
+    assert_eq!((b["all"]["ties"].as_u64(), b["all"]["gain"].as_f64()), (Some(5), Some(0.0)), "{b}");
+    assert_eq!((b["all"]["p_sign_exact"].as_f64(), b["all"]["p_normal"].as_f64()), (Some(1.0), Some(1.0)), "{b}");
+    assert!((b["all"]["mae_baseline"].as_f64().unwrap() - mae).abs() < 1e-3, "{b}");
+
+    // Known a priori: a baseline that reports every labelled age exactly (MAE 0), with one image left out. This
+    // run is off on each of the four paired images (checked), so the gain is minus its MAE over them, the baseline
+    // is closer on all four and the sign test gives 2 / 2^4.
+    let text = std::fs::read_to_string(&preds).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(&header[..4], ["path", "age", "predicted", "reported"]);
+    let mut this_err = 0.0;
+    let mut edited = String::from(text.lines().next().unwrap());
+    for line in text.lines().skip(1).take(4) {
+        let mut f: Vec<String> = line.split(',').map(String::from).collect();
+        let e = (f[3].parse::<f64>().unwrap() - f[1].parse::<f64>().unwrap()).abs();
+        assert!(e > 0.0, "{line}");
+        this_err += e;
+        f[3] = f[1].clone();
+        edited += &format!("\n{}", f.join(","));
+    }
+    let perfect = dir.join("age-perfect.csv");
+    std::fs::write(&perfect, edited + "\n").unwrap();
+    let (_, b) = paired(&perfect);
+    let all = &b["all"];
+    assert_eq!((all["images"].as_u64(), b["missing_from_baseline"].as_u64()), (Some(4), Some(1)), "{b}");
+    assert_eq!((all["closer_baseline"].as_u64(), all["closer_this"].as_u64()), (Some(4), Some(0)), "{b}");
+    assert_eq!(all["mae_baseline"].as_f64(), Some(0.0), "{b}");
+    assert!((all["gain"].as_f64().unwrap() + this_err / 4.0).abs() < 1e-3, "{b} vs {}", this_err / 4.0);
+    assert!((all["p_sign_exact"].as_f64().unwrap() - 2.0 / 16.0).abs() < 1e-12, "{b}");
+
+    // A baseline of other labels, or of another command, fails before any measuring; detect has no --baseline.
+    let relabelled =
+        text.replacen(&format!(",{},", text.lines().nth(1).unwrap().split(',').nth(1).unwrap()), ",99,", 1);
+    let other = dir.join("age-other.csv");
+    std::fs::write(&other, relabelled).unwrap();
+    let (code, out, err) = run_bin(&["age", d, "--baseline", other.to_str().unwrap(), "--threads", "1"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(err.contains("not the same labelled images") && !out.contains("MAE"), "{out}{err}");
+    std::fs::write(&other, "path,class,predicted\n").unwrap();
+    let (code, _, err) = run_bin(&["age", d, "--baseline", other.to_str().unwrap()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not a predictions CSV of `faceanalyze-eval age"), "{err}");
+    let (code, _, err) = run_bin(&["detect", d, "--baseline", preds.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--baseline only applies to the age and emotion"), "{err}");
 
     // The fixed training split: positions 0-2 of 5 are train, 3 dev, 4 test.
     use eval::age::{AgeTask, TrainSplit};

@@ -9,6 +9,7 @@
 //! `--limit N` takes N images spread evenly over the manifest sorted by path. The calibration split is over the
 //! evaluated images in that order: even positions fit, odd positions are held back.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -17,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use super::calibration;
 use super::calibration_tables::{DLIB_CALIBRATION, DLIB_CALIBRATION_21_60, HSE_CALIBRATION, HSE_CALIBRATION_21_60};
+use super::paired::{self, PairedErrors};
 use super::{EvalError, EvalOptions, Result, align_name, io_err, load_image, num, run_items, spread_indices};
 use crate::analyzer::{AnalyzeParams, DEFAULT_THRESHOLD, FrameStats};
 use crate::face::{BBox, Detection, Face};
@@ -392,19 +394,28 @@ pub fn builtin_table(kind: AgeKind, set: CalibrationSet) -> &'static [(f32, f32)
 }
 
 pub fn evaluate(dir: &Path, opts: &EvalOptions, task: &AgeTask) -> Result<AgeReport> {
+    evaluate_items(dir, &items(dir, opts, task)?, opts, task)
+}
+
+/// The images an evaluation measures: the manifest sorted by path, the `--split` part of it, `--limit` spread.
+pub fn items(dir: &Path, opts: &EvalOptions, task: &AgeTask) -> Result<Vec<AgeItem>> {
     let mut all = load(dir)?;
     if let Some(split) = task.split {
         let mut pos = 0..;
         all.retain(|_| pos.next().map(TrainSplit::of) == Some(split));
     }
-    let items: Vec<AgeItem> = spread_indices(all.len(), opts.limit).into_iter().map(|i| all[i].clone()).collect();
+    Ok(spread_indices(all.len(), opts.limit).into_iter().map(|i| all[i].clone()).collect())
+}
+
+/// [`evaluate`] on images already listed by [`items`] (the command lists them once for `--baseline`'s check too).
+pub fn evaluate_items(dir: &Path, items: &[AgeItem], opts: &EvalOptions, task: &AgeTask) -> Result<AgeReport> {
     let start = Instant::now();
     let mut params = opts.params(0, DEFAULT_THRESHOLD);
     params.analyze_age = true;
     params.analyze_emotion = false;
     let cfg = opts.analyzer_config(true, false);
     let kind = OnceLock::new();
-    let records = run_items(&items, opts, &cfg, "age", |a, item| {
+    let records = run_items(items, opts, &cfg, "age", |a, item| {
         if let Some(k) = a.age_kind() {
             let _ = kind.set(k);
         }
@@ -615,16 +626,25 @@ impl AgeReport {
         s
     }
 
-    /// Per-image predictions as CSV: `path,age,predicted,face,score,x,y,w,h`.
+    /// The age the headline figures use for `r`: its prediction, through the applied calibration table if any.
+    pub fn reported(&self, r: &AgeRecord) -> Option<f32> {
+        let table = self.applied.map(|set| builtin_table(self.kind, set)).unwrap_or_default();
+        r.pred.map(|p| if table.is_empty() { p } else { calibration::apply(table, p) })
+    }
+
+    /// Per-image predictions as CSV: `path,age,predicted,reported,face,score,x,y,w,h`. `predicted` is the model's
+    /// age, `reported` the one the figures use (calibrated with `--calibrate`), both written exactly (shortest text
+    /// that reads back as the same f32), so that `--baseline` pairs a run with its own file without a difference.
     pub fn predictions_csv(&self) -> String {
-        let mut s = String::from("path,age,predicted,face,score,x,y,w,h\n");
+        let mut s = String::from("path,age,predicted,reported,face,score,x,y,w,h\n");
         for r in &self.records {
             let b = r.detection.bbox;
             s += &format!(
-                "{},{},{},{},{:.4},{:.1},{:.1},{:.1},{:.1}\n",
+                "{},{},{},{},{},{:.4},{:.1},{:.1},{:.1},{:.1}\n",
                 r.rel,
                 r.age,
-                r.pred.map(|p| format!("{p:.3}")).unwrap_or_default(),
+                r.pred.map(|p| p.to_string()).unwrap_or_default(),
+                self.reported(r).map(|p| p.to_string()).unwrap_or_default(),
                 match r.source {
                     FaceSource::Detected => "detected",
                     FaceSource::Fallback => "fallback",
@@ -670,5 +690,182 @@ impl AgeReport {
             ),
         ];
         calibration::rust_source(name, &self.split.table, &doc)
+    }
+}
+
+/// A predictions CSV of an earlier `faceanalyze-eval age` run (`--baseline`), read and checked before the
+/// evaluation starts.
+#[derive(Debug, Clone)]
+pub struct AgeBaseline {
+    pub path: PathBuf,
+    /// Path relative to DIR -> (labelled age, reported age); rows without a prediction are left out.
+    rows: HashMap<String, (f32, f32)>,
+}
+
+/// Reads a `--predictions` CSV of `faceanalyze-eval age`. It pairs on the `reported` column (older files, without
+/// it, on `predicted`). The path column is unquoted and may hold commas, so the other columns are counted from the
+/// right.
+pub fn read_baseline(path: &Path) -> Result<AgeBaseline> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    let bad = |what: String| EvalError::Layout(format!("{}: {what}", path.display()));
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name);
+    let (Some(0), Some(age_col), Some(pred_col)) = (col("path"), col("age"), col("reported").or(col("predicted")))
+    else {
+        return Err(bad(
+            "not a predictions CSV of `faceanalyze-eval age --predictions` (header path,age,predicted,...)".into(),
+        ));
+    };
+    let number = |line_no: usize, what: &str, v: &str| {
+        v.parse()
+            .ok()
+            .filter(|a: &f32| a.is_finite())
+            .ok_or_else(|| bad(format!("line {line_no}: {what} {v:?} is not a number of years")))
+    };
+    let mut rows = HashMap::new();
+    for row in paired::rows_from_right(path, header.len(), lines) {
+        let (line_no, fields) = row?;
+        let age = number(line_no, "age", fields[age_col])?;
+        if fields[pred_col].is_empty() {
+            continue; // not measured in that run (unreadable image or invalid model output)
+        }
+        let reported = number(line_no, header[pred_col], fields[pred_col])?;
+        if rows.insert(fields[0].to_string(), (age, reported)).is_some() {
+            return Err(bad(format!("line {line_no}: {} appears twice", fields[0])));
+        }
+    }
+    if rows.is_empty() {
+        return Err(bad("no measured image in it".into()));
+    }
+    Ok(AgeBaseline { path: path.to_owned(), rows })
+}
+
+impl AgeBaseline {
+    /// Before the run: the images it will measure must carry the baseline's labels, and some must be in it.
+    pub fn check(&self, items: &[AgeItem]) -> Result<()> {
+        paired::check_shared_labels(
+            &self.path,
+            items.iter().map(|i| (i.rel.as_str(), self.rows.get(&i.rel).map(|r| r.0), i.age)),
+        )
+    }
+}
+
+/// This run against an earlier run's predictions, image by image: overall, ages 21-60 and by decade.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgeComparison {
+    pub baseline: PathBuf,
+    pub all: PairedErrors,
+    pub mid: PairedErrors,
+    /// By decade of the labelled age, youngest first.
+    pub decades: Vec<(String, PairedErrors)>,
+    /// This run's measured images that the baseline does not have (or has without a prediction).
+    pub missing: usize,
+    /// Baseline rows whose image this run did not measure.
+    pub extra: usize,
+}
+
+impl AgeReport {
+    /// Pairs this run's measured images (reported ages) with the rows of `baseline` by path, after
+    /// [`AgeBaseline::check`] on the same images.
+    pub fn compare(&self, baseline: &AgeBaseline) -> AgeComparison {
+        let mut cmp = AgeComparison {
+            baseline: baseline.path.clone(),
+            all: PairedErrors::default(),
+            mid: PairedErrors::default(),
+            decades: Vec::new(),
+            missing: 0,
+            extra: baseline.rows.len(),
+        };
+        let mut decades: Vec<Option<PairedErrors>> = vec![None; 11];
+        for r in &self.records {
+            let Some(this) = self.reported(r) else { continue };
+            let Some(&(_, base)) = baseline.rows.get(&r.rel).filter(|(age, _)| *age == r.age) else {
+                cmp.missing += 1;
+                continue;
+            };
+            cmp.extra -= 1;
+            let (t, b) = ((this as f64 - r.age as f64).abs(), (base as f64 - r.age as f64).abs());
+            cmp.all.add(t, b);
+            if (21.0..=60.0).contains(&r.age) {
+                cmp.mid.add(t, b);
+            }
+            let d = ((r.age.max(0.0) / 10.0).floor() as usize).min(10);
+            decades[d].get_or_insert_with(PairedErrors::default).add(t, b);
+        }
+        cmp.decades = decades
+            .into_iter()
+            .enumerate()
+            .filter_map(|(d, e)| e.map(|e| (decade_label(d as f32 * 10.0), e)))
+            .collect();
+        cmp
+    }
+}
+
+impl AgeComparison {
+    pub fn table(&self) -> String {
+        let mut s = format!("\n  paired against {} ({} images in both", self.baseline.display(), self.all.n);
+        if self.missing > 0 {
+            s += &format!("; {} of this run's not in it", self.missing);
+        }
+        if self.extra > 0 {
+            s += &format!("; {} of its rows not measured here", self.extra);
+        }
+        s += ")\n  ages        n  MAE this  baseline     gain   95 % interval          z   p (z)   closer this / baseline / \
+              tie  p (sign)\n";
+        let rows = [("all", &self.all), ("21-60", &self.mid)]
+            .into_iter()
+            .chain(self.decades.iter().map(|(l, e)| (l.as_str(), e)));
+        for (name, e) in rows {
+            let (lo, hi) = e.ci95();
+            s += &format!(
+                "  {name:<7} {:>5}  {:>8.3}  {:>8.3}  {:>+7.3}  [{:>+7.3}, {:>+7.3}]  {:>6.2}  {:>6.4}  {:>6} / {:>6} / {:>5}  \
+                 {:>8.4}\n",
+                e.n,
+                e.mae_this(),
+                e.mae_baseline(),
+                e.gain(),
+                lo,
+                hi,
+                e.z(),
+                e.p_normal(),
+                e.closer_this,
+                e.closer_baseline,
+                e.ties,
+                e.p_sign()
+            );
+        }
+        s += "  (gain: the baseline's MAE minus this run's, > 0: this run better; z and p (z): the mean paired \
+              difference of\n   absolute errors against its standard error; p (sign): exact sign test on which run was \
+              closer)\n";
+        s
+    }
+
+    pub fn to_json(&self) -> Value {
+        let one = |e: &PairedErrors| {
+            let (lo, hi) = e.ci95();
+            json!({
+                "images": e.n,
+                "mae": num(e.mae_this(), 4),
+                "mae_baseline": num(e.mae_baseline(), 4),
+                "gain": num(e.gain(), 4),
+                "gain_ci95": [num(lo, 4), num(hi, 4)],
+                "z": num(e.z(), 3),
+                "p_normal": e.p_normal(),
+                "closer_this": e.closer_this,
+                "closer_baseline": e.closer_baseline,
+                "ties": e.ties,
+                "p_sign_exact": e.p_sign(),
+            })
+        };
+        let by: Map<String, Value> = self.decades.iter().map(|(l, e)| (l.clone(), one(e))).collect();
+        json!({
+            "file": self.baseline.display().to_string(),
+            "missing_from_baseline": self.missing,
+            "not_measured_here": self.extra,
+            "all": one(&self.all),
+            "ages_21_60": one(&self.mid),
+            "by_decade": by,
+        })
     }
 }

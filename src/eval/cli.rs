@@ -46,9 +46,11 @@ Options:
   --model-dir DIR         folder of the named models (default: the element's)
   --onnxruntime-library F libonnxruntime.so to load
   --predictions FILE      per-image predictions (detect: every detection with its match) as CSV
-  --baseline FILE         emotion: pair this run with an earlier run's --predictions FILE, image by image (same
-                          labelled images): both accuracies, the images only one run got right, z and McNemar's
-                          exact p (a model beats another only when p is small, not when its accuracy is higher)
+  --baseline FILE         age, emotion: pair this run with an earlier run's --predictions FILE, image by image
+                          (same labelled images). emotion: both accuracies, the images only one run got right, z
+                          and McNemar's exact p; age: both MAEs (all, 21-60, by decade), the MAE gain with its
+                          95 % interval, z, and the sign test on which run was closer (a model beats another only
+                          when p is small, not when its figure is better)
   --fit-calibration FILE  age: write the calibration fitted on the even half as a Rust constant to FILE
   --calibration-ages S    age: fit and measure the calibration split on all labelled ages (default) or 21-60
   --calibrate S           age: apply the model's built-in calibration table fitted on S (all | 21-60) first
@@ -201,7 +203,9 @@ pub fn parse(args: &[String]) -> Result<Option<Args>> {
     only(calibrate.is_some(), "--calibrate", Command::Age)?;
     only(split.is_some(), "--split", Command::Age)?;
     only(opts.detect, "--detect", Command::Emotion)?;
-    only(baseline.is_some(), "--baseline", Command::Emotion)?;
+    if baseline.is_some() && command == Command::Detect {
+        return Err(EvalError::Usage("--baseline only applies to the age and emotion sub-commands".into()));
+    }
     Ok(Some(Args {
         command,
         dir,
@@ -254,10 +258,24 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<()> {
                 calibration_set: args.calibration_set,
                 split: args.split,
             };
-            let r = age::evaluate(&args.dir, &args.opts, &task)?;
+            // As for emotion: the baseline is read and checked before the run.
+            let baseline = args.baseline.as_deref().map(age::read_baseline).transpose()?;
+            let items = age::items(&args.dir, &args.opts, &task)?;
+            if let Some(b) = &baseline {
+                b.check(&items)?;
+            }
+            let r = age::evaluate_items(&args.dir, &items, &args.opts, &task)?;
+            let cmp = baseline.as_ref().map(|b| r.compare(b));
             print(out, &r.table());
+            if let Some(c) = &cmp {
+                print(out, &c.table());
+            }
             if let Some(j) = &args.json {
-                write_json(j, &r.to_json())?;
+                let mut v = r.to_json();
+                if let Some(c) = &cmp {
+                    v["baseline"] = c.to_json();
+                }
+                write_json(j, &v)?;
                 written.push(j.clone());
             }
             if let Some(p) = &args.predictions {

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 
-use super::paired::Paired;
+use super::paired::{self, Paired};
 use super::{EvalError, EvalOptions, Result, io_err, load_image, num, plot, run_items};
 use crate::analyzer::{AnalyzeParams, Analyzer, DEFAULT_THRESHOLD, FrameStats};
 use crate::face::{BBox, Detection, EMOTIONS, Face, NUM_EMOTIONS};
@@ -592,13 +592,8 @@ pub fn read_baseline(path: &Path) -> Result<Baseline> {
     }
     let class_of = |name: &str| EMOTIONS.iter().position(|e| *e == name);
     let mut rows = std::collections::HashMap::new();
-    for (i, line) in lines.enumerate().filter(|(_, l)| !l.is_empty()) {
-        let line_no = i + 2;
-        let mut fields: Vec<&str> = line.rsplitn(header.len(), ',').collect();
-        fields.reverse();
-        if fields.len() != header.len() {
-            return Err(bad(format!("line {line_no}: {} columns, the header has {}", fields.len(), header.len())));
-        }
+    for row in paired::rows_from_right(path, header.len(), lines) {
+        let (line_no, fields) = row?;
         let class = class_of(fields[class_col])
             .ok_or_else(|| bad(format!("line {line_no}: unknown class {:?}", fields[class_col])))?;
         let predicted = match fields[pred_col] {
@@ -640,29 +635,10 @@ pub fn read_baseline(path: &Path) -> Result<Baseline> {
 impl Baseline {
     /// Before the run: the images it will measure must carry the baseline's labels, and some must be in it.
     pub fn check(&self, items: &[EmotionItem]) -> Result<()> {
-        let mut shared = 0;
-        for item in items {
-            if let Some(row) = self.rows.get(&item.rel) {
-                if row.class != item.class {
-                    return Err(EvalError::Layout(format!(
-                        "{}: {} is labelled {} there and {} here: not the same labelled images",
-                        self.path.display(),
-                        item.rel,
-                        EMOTIONS[row.class],
-                        EMOTIONS[item.class]
-                    )));
-                }
-                shared += 1;
-            }
-        }
-        if shared == 0 && !items.is_empty() {
-            return Err(EvalError::Layout(format!(
-                "{}: none of the {} images to measure is in it (paths are relative to DIR, as in --predictions)",
-                self.path.display(),
-                items.len()
-            )));
-        }
-        Ok(())
+        paired::check_shared_labels(
+            &self.path,
+            items.iter().map(|i| (i.rel.as_str(), self.rows.get(&i.rel).map(|r| EMOTIONS[r.class]), EMOTIONS[i.class])),
+        )
     }
 }
 
