@@ -47,18 +47,12 @@ fn run_bin(args: &[&str]) -> (i32, String, String) {
 
 /// `faceanalyze-eval COMMAND DIR --baseline BASELINE`: its JSON report, after checking that it succeeded and
 /// printed the paired table.
-fn paired_report(command: &str, dir: &Path, baseline: &Path) -> serde_json::Value {
+fn paired_report(command: &str, dir: &Path, baseline: &Path, extra: &[&str]) -> serde_json::Value {
     let j = dir.join(format!("{command}-paired.json"));
-    let (code, out, err) = run_bin(&[
-        command,
-        dir.to_str().unwrap(),
-        "--baseline",
-        baseline.to_str().unwrap(),
-        "--json",
-        j.to_str().unwrap(),
-        "--threads",
-        "1",
-    ]);
+    let mut args =
+        vec![command, dir.to_str().unwrap(), "--baseline", baseline.to_str().unwrap(), "--json", j.to_str().unwrap()];
+    args.extend(["--threads", "1"].iter().chain(extra));
+    let (code, out, err) = run_bin(&args);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("paired against"), "{out}");
     serde_json::from_str(&std::fs::read_to_string(&j).unwrap()).unwrap()
@@ -332,7 +326,7 @@ fn emotion_matches_own_predictions_and_a_relabelled_folder() {
     let (code, out, err) =
         run_bin(&["emotion", d, "--predictions", pc, "--json", json.to_str().unwrap(), "--threads", "1"]);
     assert_eq!(code, 0, "{out}{err}");
-    let paired_json = |baseline: &Path| paired_report("emotion", &dir, baseline)["baseline"].clone();
+    let paired_json = |baseline: &Path| paired_report("emotion", &dir, baseline, &[])["baseline"].clone();
     let b = paired_json(&preds_csv);
     for key in ["seven_classes", "three_classes"] {
         assert_eq!((b[key]["only_this_right"].as_u64(), b[key]["only_baseline_right"].as_u64()), (Some(0), Some(0)));
@@ -549,13 +543,14 @@ fn age_mae_matches_own_predictions_and_is_exact_for_shifted_labels() {
     let (code, out, err) = run_bin(&["age", d, "--predictions", preds.to_str().unwrap(), "--threads", "1"]);
     assert_eq!(code, 0, "{out}{err}");
     let paired = |baseline: &Path| {
-        let v = paired_report("age", &dir, baseline);
+        let v = paired_report("age", &dir, baseline, &[]);
         (v["mae"].as_f64().unwrap(), v["baseline"].clone())
     };
     let (mae, b) = paired(&preds);
     assert_eq!(b["all"]["images"].as_u64(), Some(5), "{b}");
     assert_eq!((b["all"]["ties"].as_u64(), b["all"]["gain"].as_f64()), (Some(5), Some(0.0)), "{b}");
-    assert_eq!((b["all"]["p_sign_exact"].as_f64(), b["all"]["p_normal"].as_f64()), (Some(1.0), Some(1.0)), "{b}");
+    assert_eq!((b["all"]["p_sign_exact"].as_f64(), b["all"]["p_t"].as_f64()), (Some(1.0), Some(1.0)), "{b}");
+    assert_eq!(b["column"], "reported");
     assert!((b["all"]["mae_baseline"].as_f64().unwrap() - mae).abs() < 1e-3, "{b}");
 
     // Known a priori: a baseline that reports every labelled age exactly (MAE 0), with one image left out. This
@@ -583,6 +578,32 @@ fn age_mae_matches_own_predictions_and_is_exact_for_shifted_labels() {
     assert_eq!(all["mae_baseline"].as_f64(), Some(0.0), "{b}");
     assert!((all["gain"].as_f64().unwrap() + this_err / 4.0).abs() < 1e-3, "{b} vs {}", this_err / 4.0);
     assert!((all["p_sign_exact"].as_f64().unwrap() - 2.0 / 16.0).abs() < 1e-12, "{b}");
+
+    // With --calibrate, `reported` holds the calibrated ages: a calibrated run pairs with its own file without a
+    // difference, and its baseline MAE is that run's (calibrated) MAE, not the uncalibrated one.
+    let cal_preds = dir.join("age-cal-preds.csv");
+    let (code, out, err) = run_bin(&[
+        "age",
+        d,
+        "--calibrate",
+        "all",
+        "--predictions",
+        cal_preds.to_str().unwrap(),
+        "--json",
+        dir.join("age-cal.json").to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let cal: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("age-cal.json")).unwrap()).unwrap();
+    let cal_mae = cal["mae"].as_f64().unwrap();
+    assert!((cal_mae - mae).abs() > 1e-3, "the calibration changes the MAE: {cal_mae} vs {mae}");
+    let b = &paired_report("age", &dir, &cal_preds, &["--calibrate", "all"])["baseline"]["all"];
+    assert_eq!((b["ties"].as_u64(), b["gain"].as_f64()), (Some(5), Some(0.0)), "{b}");
+    let (_, b) = paired(&cal_preds);
+    assert!((b["all"]["mae_baseline"].as_f64().unwrap() - cal_mae).abs() < 1e-3, "{b} vs {cal_mae}");
+    assert!(b["all"]["ties"].as_u64() < Some(5), "the uncalibrated run differs from the calibrated file: {b}");
 
     // A baseline of other labels, or of another command, fails before any measuring; detect has no --baseline.
     let relabelled =

@@ -698,21 +698,24 @@ impl AgeReport {
 #[derive(Debug, Clone)]
 pub struct AgeBaseline {
     pub path: PathBuf,
-    /// Path relative to DIR -> (labelled age, reported age); rows without a prediction are left out.
-    rows: HashMap<String, (f32, f32)>,
+    /// The column paired on: `reported`, or `predicted` in files written before that column existed.
+    pub column: &'static str,
+    /// Path relative to DIR -> (labelled age, its age in `column`; `None`: not measured in that run).
+    rows: HashMap<String, (f32, Option<f32>)>,
 }
 
-/// Reads a `--predictions` CSV of `faceanalyze-eval age`. It pairs on the `reported` column (older files, without
-/// it, on `predicted`). The path column is unquoted and may hold commas, so the other columns are counted from the
-/// right.
+/// Reads a `--predictions` CSV of `faceanalyze-eval age`. It pairs on the `reported` column: the age that run's
+/// figures used, calibrated if it ran with `--calibrate`. Files written before that column existed pair on
+/// `predicted`, which such a run wrote rounded to 3 decimals and uncalibrated (the table says so). The path column
+/// is unquoted and may hold commas, so the other columns are counted from the right.
 pub fn read_baseline(path: &Path) -> Result<AgeBaseline> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let bad = |what: String| EvalError::Layout(format!("{}: {what}", path.display()));
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
     let col = |name: &str| header.iter().position(|h| *h == name);
-    let (Some(0), Some(age_col), Some(pred_col)) = (col("path"), col("age"), col("reported").or(col("predicted")))
-    else {
+    let column = if col("reported").is_some() { "reported" } else { "predicted" };
+    let (Some(0), Some(age_col), Some(pred_col)) = (col("path"), col("age"), col(column)) else {
         return Err(bad(
             "not a predictions CSV of `faceanalyze-eval age --predictions` (header path,age,predicted,...)".into(),
         ));
@@ -727,18 +730,19 @@ pub fn read_baseline(path: &Path) -> Result<AgeBaseline> {
     for row in paired::rows_from_right(path, header.len(), lines) {
         let (line_no, fields) = row?;
         let age = number(line_no, "age", fields[age_col])?;
-        if fields[pred_col].is_empty() {
-            continue; // not measured in that run (unreadable image or invalid model output)
-        }
-        let reported = number(line_no, header[pred_col], fields[pred_col])?;
-        if rows.insert(fields[0].to_string(), (age, reported)).is_some() {
+        // Empty: not measured in that run (unreadable image or invalid model output); its label is still checked.
+        let value = match fields[pred_col] {
+            "" => None,
+            v => Some(number(line_no, column, v)?),
+        };
+        if rows.insert(fields[0].to_string(), (age, value)).is_some() {
             return Err(bad(format!("line {line_no}: {} appears twice", fields[0])));
         }
     }
-    if rows.is_empty() {
+    if !rows.values().any(|(_, v)| v.is_some()) {
         return Err(bad("no measured image in it".into()));
     }
-    Ok(AgeBaseline { path: path.to_owned(), rows })
+    Ok(AgeBaseline { path: path.to_owned(), column, rows })
 }
 
 impl AgeBaseline {
@@ -755,13 +759,15 @@ impl AgeBaseline {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgeComparison {
     pub baseline: PathBuf,
+    /// The baseline's column paired on (see [`AgeBaseline::column`]).
+    pub column: &'static str,
     pub all: PairedErrors,
     pub mid: PairedErrors,
     /// By decade of the labelled age, youngest first.
     pub decades: Vec<(String, PairedErrors)>,
-    /// This run's measured images that the baseline does not have (or has without a prediction).
+    /// This run's measured images that the baseline does not have, or has without a prediction.
     pub missing: usize,
-    /// Baseline rows whose image this run did not measure.
+    /// The baseline's measured images that this run did not measure.
     pub extra: usize,
 }
 
@@ -771,20 +777,22 @@ impl AgeReport {
     pub fn compare(&self, baseline: &AgeBaseline) -> AgeComparison {
         let mut cmp = AgeComparison {
             baseline: baseline.path.clone(),
+            column: baseline.column,
             all: PairedErrors::default(),
             mid: PairedErrors::default(),
             decades: Vec::new(),
             missing: 0,
-            extra: baseline.rows.len(),
+            extra: 0,
         };
+        let mut paired_paths = std::collections::HashSet::new();
         let mut decades: Vec<Option<PairedErrors>> = vec![None; 11];
         for r in &self.records {
             let Some(this) = self.reported(r) else { continue };
-            let Some(&(_, base)) = baseline.rows.get(&r.rel).filter(|(age, _)| *age == r.age) else {
+            let Some(&(_, Some(base))) = baseline.rows.get(&r.rel).filter(|(age, _)| *age == r.age) else {
                 cmp.missing += 1;
                 continue;
             };
-            cmp.extra -= 1;
+            paired_paths.insert(r.rel.as_str());
             let (t, b) = ((this as f64 - r.age as f64).abs(), (base as f64 - r.age as f64).abs());
             cmp.all.add(t, b);
             if (21.0..=60.0).contains(&r.age) {
@@ -793,6 +801,8 @@ impl AgeReport {
             let d = ((r.age.max(0.0) / 10.0).floor() as usize).min(10);
             decades[d].get_or_insert_with(PairedErrors::default).add(t, b);
         }
+        cmp.extra =
+            baseline.rows.iter().filter(|(rel, (_, v))| v.is_some() && !paired_paths.contains(rel.as_str())).count();
         cmp.decades = decades
             .into_iter()
             .enumerate()
@@ -804,40 +814,60 @@ impl AgeReport {
 
 impl AgeComparison {
     pub fn table(&self) -> String {
-        let mut s = format!("\n  paired against {} ({} images in both", self.baseline.display(), self.all.n);
+        let mut s = format!(
+            "\n  paired against {} ({} images in both; its `{}` column",
+            self.baseline.display(),
+            self.all.n,
+            self.column
+        );
+        if self.column == "predicted" {
+            s += ", an older file: rounded to 3 decimals, and uncalibrated if that run used --calibrate";
+        }
         if self.missing > 0 {
-            s += &format!("; {} of this run's not in it", self.missing);
+            s += &format!("; {} of this run's not measured there", self.missing);
         }
         if self.extra > 0 {
-            s += &format!("; {} of its rows not measured here", self.extra);
+            s += &format!("; {} of its images not measured here", self.extra);
         }
-        s += ")\n  ages        n  MAE this  baseline     gain   95 % interval          z   p (z)   closer this / baseline / \
-              tie  p (sign)\n";
+        s += ")\n";
+        s += &format!(
+            "  {:<7} {:>5}  {:>8}  {:>8}  {:>7}  {:>18}  {:>6}  {:>7}  {:>6} {:>6} {:>5}  {:>8}\n",
+            "ages",
+            "n",
+            "MAE this",
+            "baseline",
+            "gain",
+            "95 % interval",
+            "t",
+            "p (t)",
+            "closer",
+            "base",
+            "tie",
+            "p (sign)"
+        );
         let rows = [("all", &self.all), ("21-60", &self.mid)]
             .into_iter()
             .chain(self.decades.iter().map(|(l, e)| (l.as_str(), e)));
         for (name, e) in rows {
             let (lo, hi) = e.ci95();
             s += &format!(
-                "  {name:<7} {:>5}  {:>8.3}  {:>8.3}  {:>+7.3}  [{:>+7.3}, {:>+7.3}]  {:>6.2}  {:>6.4}  {:>6} / {:>6} / {:>5}  \
-                 {:>8.4}\n",
+                "  {name:<7} {:>5}  {:>8.3}  {:>8.3}  {:>+7.3}  {:>18}  {:>6.2}  {:>7}  {:>6} {:>6} {:>5}  {:>8}\n",
                 e.n,
                 e.mae_this(),
                 e.mae_baseline(),
                 e.gain(),
-                lo,
-                hi,
-                e.z(),
-                e.p_normal(),
+                format!("[{lo:+.3}, {hi:+.3}]"),
+                e.t(),
+                paired::fmt_p(e.p_t()),
                 e.closer_this,
                 e.closer_baseline,
                 e.ties,
-                e.p_sign()
+                paired::fmt_p(e.p_sign())
             );
         }
-        s += "  (gain: the baseline's MAE minus this run's, > 0: this run better; z and p (z): the mean paired \
-              difference of\n   absolute errors against its standard error; p (sign): exact sign test on which run was \
-              closer)\n";
+        s += "  (gain: the baseline's MAE minus this run's, > 0: this run better, with its 95 % interval; t and p (t): \
+              Student's paired t\n   test of the gain; closer / base / tie: images where this run, the baseline, or \
+              neither was closer; p (sign): exact sign test)\n";
         s
     }
 
@@ -850,8 +880,8 @@ impl AgeComparison {
                 "mae_baseline": num(e.mae_baseline(), 4),
                 "gain": num(e.gain(), 4),
                 "gain_ci95": [num(lo, 4), num(hi, 4)],
-                "z": num(e.z(), 3),
-                "p_normal": e.p_normal(),
+                "t": num(e.t(), 3),
+                "p_t": if e.p_t().is_nan() { Value::Null } else { json!(e.p_t()) },
                 "closer_this": e.closer_this,
                 "closer_baseline": e.closer_baseline,
                 "ties": e.ties,
@@ -861,6 +891,7 @@ impl AgeComparison {
         let by: Map<String, Value> = self.decades.iter().map(|(l, e)| (l.clone(), one(e))).collect();
         json!({
             "file": self.baseline.display().to_string(),
+            "column": self.column,
             "missing_from_baseline": self.missing,
             "not_measured_here": self.extra,
             "all": one(&self.all),

@@ -48,9 +48,10 @@ Options:
   --predictions FILE      per-image predictions (detect: every detection with its match) as CSV
   --baseline FILE         age, emotion: pair this run with an earlier run's --predictions FILE, image by image
                           (same labelled images). emotion: both accuracies, the images only one run got right, z
-                          and McNemar's exact p; age: both MAEs (all, 21-60, by decade), the MAE gain with its
-                          95 % interval, z, and the sign test on which run was closer (a model beats another only
-                          when p is small, not when its figure is better)
+                          and McNemar's exact p; age: both MAEs on the ages each run reported (calibrated if it
+                          ran with --calibrate) for all, 21-60 and each decade, the MAE gain with its 95 %
+                          interval, Student's paired t and its p, and the exact sign test on which run was
+                          closer (a model beats another only when p is small, not when its figure is better)
   --fit-calibration FILE  age: write the calibration fitted on the even half as a Rust constant to FILE
   --calibration-ages S    age: fit and measure the calibration split on all labelled ages (default) or 21-60
   --calibrate S           age: apply the model's built-in calibration table fitted on S (all | 21-60) first

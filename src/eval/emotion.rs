@@ -686,13 +686,13 @@ impl BaselineComparison {
         s += ")\n                                this  baseline  only this  only baseline      z   p (McNemar)\n";
         for (name, p) in [("accuracy (7 classes)", &self.seven), ("accuracy happy/sad/neutral", &self.three)] {
             s += &format!(
-                "  {name:<27} {:>7.4} {:>9.4} {:>10} {:>14} {:>6.2} {:>13.4}\n",
+                "  {name:<27} {:>7.4} {:>9.4} {:>10} {:>14} {:>6.2} {:>13}\n",
                 p.accuracy_this(),
                 p.accuracy_baseline(),
                 p.only_this,
                 p.only_baseline,
                 p.z(),
-                p.p_exact()
+                paired::fmt_p(p.p_exact())
             );
         }
         s += "  (z > 0: this run better; p: McNemar's exact two-sided test on the images only one run got right)\n";

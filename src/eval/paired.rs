@@ -132,8 +132,9 @@ pub fn sign_test_p(a: usize, b: usize) -> f64 {
 }
 
 /// Two regressors (age models) on the same images: per image, the gain is the baseline's absolute error minus this
-/// run's (positive: this run closer). The mean gain is the drop in MAE; its standard error gives a 95 % interval
-/// and z (normal approximation, fine from a few dozen images); the sign test counts which run was closer, exactly.
+/// run's (positive: this run closer). The mean gain is the drop in MAE; Student's t on the paired gains (n - 1
+/// degrees of freedom) gives its 95 % interval and two-sided p, and the exact sign test counts which run was
+/// closer, ties left out.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PairedErrors {
     pub n: usize,
@@ -186,16 +187,17 @@ impl PairedErrors {
         if self.n < 2 { f64::NAN } else { (self.m2_gain / (self.n - 1) as f64 / self.n as f64).sqrt() }
     }
 
-    /// The 95 % interval of the gain (normal approximation).
+    /// The 95 % interval of the gain: gain -/+ t(0.975, n - 1) x standard error (NaN below two images).
     pub fn ci95(&self) -> (f64, f64) {
-        let h = 1.959_963_984_540_054 * self.se();
+        let h = if self.n < 2 { f64::NAN } else { t_critical_95((self.n - 1) as f64) * self.se() };
         (self.gain() - h, self.gain() + h)
     }
 
-    /// gain / standard error: positive when this run is better; 0 when every image has the same error in both.
-    pub fn z(&self) -> f64 {
+    /// gain / standard error: positive when this run is better; 0 when every image has the same error in both,
+    /// infinite when every image has the same non-zero gain, NaN below two images.
+    pub fn t(&self) -> f64 {
         let (g, se) = (self.gain(), self.se());
-        if se.is_nan() || g.is_nan() {
+        if se.is_nan() {
             f64::NAN
         } else if se == 0.0 {
             if g == 0.0 { 0.0 } else { g.signum() * f64::INFINITY }
@@ -204,10 +206,9 @@ impl PairedErrors {
         }
     }
 
-    /// Two-sided p of z (normal approximation); 1 when z is 0 or undefined.
-    pub fn p_normal(&self) -> f64 {
-        let z = self.z();
-        if z.is_nan() { 1.0 } else { erfc(z.abs() / std::f64::consts::SQRT_2).min(1.0) }
+    /// Student's two-sided p of [`Self::t`] with n - 1 degrees of freedom (NaN below two images).
+    pub fn p_t(&self) -> f64 {
+        if self.n < 2 { f64::NAN } else { t_two_sided_p(self.t(), (self.n - 1) as f64) }
     }
 
     /// The exact sign test on the images where one run was closer (ties left out).
@@ -216,19 +217,106 @@ impl PairedErrors {
     }
 }
 
-/// The complementary error function (Numerical Recipes' Chebyshev fit, relative error below 1.2e-7 everywhere).
-pub fn erfc(x: f64) -> f64 {
-    let z = x.abs();
-    let t = 1.0 / (1.0 + 0.5 * z);
-    let poly = -z * z - 1.265_512_23
-        + t * (1.000_023_68
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_203_98 + t * (1.488_515_87 + t * (-0.822_152_23 + t * 0.170_872_77))))))));
-    let r = t * poly.exp();
-    if x >= 0.0 { r } else { 2.0 - r }
+/// Two-sided p of Student's t with `df` degrees of freedom: I_{df / (df + t^2)}(df / 2, 1 / 2).
+pub fn t_two_sided_p(t: f64, df: f64) -> f64 {
+    if t.is_nan() || df.is_nan() || df <= 0.0 {
+        return f64::NAN;
+    }
+    if t.is_infinite() {
+        return 0.0;
+    }
+    incomplete_beta(df / (df + t * t), 0.5 * df, 0.5).clamp(0.0, 1.0)
+}
+
+/// The t with two-sided p = 0.05 at `df` degrees of freedom (12.706 at 1, 1.960 as df grows), by bisection.
+pub fn t_critical_95(df: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 1e3f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if t_two_sided_p(mid, df) > 0.05 { lo = mid } else { hi = mid }
+    }
+    0.5 * (lo + hi)
+}
+
+/// ln Gamma(x) for x > 0 (Lanczos, g = 7, 9 terms: about 15 significant digits).
+fn ln_gamma(x: f64) -> f64 {
+    const C: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        // reflection: Gamma(x) Gamma(1 - x) = pi / sin(pi x)
+        return (std::f64::consts::PI / (std::f64::consts::PI * x).sin()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let mut a = C[0];
+    let t = x + 7.5;
+    for (i, c) in C.iter().enumerate().skip(1) {
+        a += c / (x + i as f64);
+    }
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + a.ln()
+}
+
+/// The regularized incomplete beta function I_x(a, b) (continued fraction, modified Lentz; Numerical Recipes'
+/// betai / betacf).
+fn incomplete_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let ln_front = ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        ln_front.exp() * beta_fraction(x, a, b) / a
+    } else {
+        1.0 - ln_front.exp() * beta_fraction(1.0 - x, b, a) / b
+    }
+}
+
+fn beta_fraction(x: f64, a: f64, b: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let (qab, qap, qam) = (a + b, a + 1.0, a - 1.0);
+    let mut c = 1.0;
+    let mut d = 1.0 - qab * x / qap;
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..100_000 {
+        let m = m as f64;
+        let m2 = 2.0 * m;
+        for aa in [m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))] {
+            d = 1.0 + aa * d;
+            if d.abs() < TINY {
+                d = TINY;
+            }
+            c = 1.0 + aa / c;
+            if c.abs() < TINY {
+                c = TINY;
+            }
+            d = 1.0 / d;
+            h *= d * c;
+        }
+        if (d * c - 1.0).abs() < 1e-15 {
+            break;
+        }
+    }
+    h
+}
+
+/// A p-value for a table: four decimals, or two significant digits below 0.0001 (where four decimals would print
+/// 0.0000).
+pub fn fmt_p(p: f64) -> String {
+    if p > 0.0 && p < 1e-4 { format!("{p:.1e}") } else { format!("{p:.4}") }
 }
 
 #[cfg(test)]
@@ -265,17 +353,36 @@ mod tests {
     }
 
     #[test]
-    fn erfc_against_known_values() {
-        // erfc(0) = 1; erfc(1.959964 / sqrt 2) = 0.05; erfc(2) and erfc(-1) from tables; erfc(6) = 2.15e-17.
-        for (x, want) in [
-            (0.0, 1.0),
-            (1.959_963_984_540_054 / std::f64::consts::SQRT_2, 0.05),
-            (2.0, 4.677_734_981_047_266e-3),
-            (-1.0, 1.842_700_792_949_715),
-            (6.0, 2.151_973_671_249_892e-17),
-        ] {
-            assert!((erfc(x) / want - 1.0).abs() < 2e-7, "erfc({x}) = {} vs {want}", erfc(x));
+    fn student_t_against_closed_forms_and_tables() {
+        // df = 1 (Cauchy): p = 1 - (2 / pi) atan |t|; df = 2: p = 1 - |t| / sqrt(t^2 + 2).
+        for t in [0.0, 0.3, 1.0, 2.5, 12.0, -4.0] {
+            let p1 = 1.0 - 2.0 / std::f64::consts::PI * f64::atan(f64::abs(t));
+            let p2 = 1.0 - f64::abs(t) / (t * t + 2.0f64).sqrt();
+            assert!((t_two_sided_p(t, 1.0) - p1).abs() < 1e-12, "t {t} df 1: {} vs {p1}", t_two_sided_p(t, 1.0));
+            assert!((t_two_sided_p(t, 2.0) - p2).abs() < 1e-12, "t {t} df 2: {} vs {p2}", t_two_sided_p(t, 2.0));
         }
+        // Two-sided 5 % critical values from the tables; the normal 1.959964 in the limit.
+        for (df, want) in [
+            (1.0, 12.706_204_736),
+            (2.0, 4.302_652_730),
+            (4.0, 2.776_445_105),
+            (10.0, 2.228_138_852),
+            (30.0, 2.042_272_456),
+        ] {
+            assert!((t_critical_95(df) - want).abs() < 1e-8, "df {df}: {} vs {want}", t_critical_95(df));
+        }
+        assert!((t_critical_95(1e7) - 1.959_963_985).abs() < 1e-6);
+        // A large df behaves as the normal, 2 (1 - Phi(3)) = 0.0026998, up to a relative term of about
+        // t^2 (t^2 + 1) / (4 df) = 2e-5 here; tiny p keep their digits.
+        let r = t_two_sided_p(3.0, 1e6) / 2.699_796_063_260_2e-3 - 1.0;
+        assert!(r > 0.0 && r < 5e-5, "{r}");
+        assert!(t_two_sided_p(17.6, 1791.0) < 1e-60 && t_two_sided_p(17.6, 1791.0) > 0.0);
+        assert_eq!(t_two_sided_p(f64::INFINITY, 3.0), 0.0);
+        assert!(t_two_sided_p(f64::NAN, 3.0).is_nan());
+        assert_eq!(
+            (fmt_p(0.05), fmt_p(3.2e-9), fmt_p(0.0), fmt_p(1.0)),
+            ("0.0500".into(), "3.2e-9".into(), "0.0000".into(), "1.0000".into())
+        );
     }
 
     #[test]
@@ -290,26 +397,29 @@ mod tests {
         assert!((e.gain() - 0.8).abs() < 1e-12);
         let se = (3.7f64 / 5.0).sqrt();
         assert!((e.se() - se).abs() < 1e-12, "{}", e.se());
-        assert!((e.z() - 0.8 / se).abs() < 1e-9);
+        assert!((e.t() - 0.8 / se).abs() < 1e-9);
+        // 4 degrees of freedom: the interval is 0.8 -/+ 2.776445 se, and t = 0.930 has two-sided p 0.40502.
         let (lo, hi) = e.ci95();
-        assert!((hi - lo - 2.0 * 1.959_963_984_540_054 * se).abs() < 1e-9 && ((lo + hi) / 2.0 - 0.8).abs() < 1e-12);
-        // Two-sided normal p of z = 0.930: 0.3522.
-        assert!((e.p_normal() - 0.352_2).abs() < 1e-3, "{}", e.p_normal());
+        assert!((hi - lo - 2.0 * 2.776_445_105 * se).abs() < 1e-7 && ((lo + hi) / 2.0 - 0.8).abs() < 1e-12);
+        assert!((e.p_t() - 0.405_023).abs() < 1e-5, "{}", e.p_t());
         // Sign test 3 : 1 = 2 (1 + 4) / 16.
         assert!((e.p_sign() - 10.0 / 16.0).abs() < 1e-15);
-        // Identical errors: no gain, z 0, both p 1; nothing yet: NaN figures, p 1.
+        // Identical errors: no gain, t 0, both p 1; nothing yet or one image: NaN figures.
         let mut same = PairedErrors::default();
         for v in [1.0, 2.5, 0.0] {
             same.add(v, v);
         }
-        assert_eq!((same.gain(), same.z(), same.p_normal(), same.p_sign(), same.ties), (0.0, 0.0, 1.0, 1.0, 3));
-        let none = PairedErrors::default();
-        assert!(none.gain().is_nan() && none.se().is_nan() && none.p_normal() == 1.0);
-        // The same non-zero gain everywhere: z is infinite and p 0.
+        assert_eq!((same.gain(), same.t(), same.p_t(), same.p_sign(), same.ties), (0.0, 0.0, 1.0, 1.0, 3));
+        let mut one = PairedErrors::default();
+        assert!(one.gain().is_nan() && one.se().is_nan() && one.p_t().is_nan());
+        one.add(1.0, 3.0);
+        assert_eq!(one.gain(), 2.0);
+        assert!(one.t().is_nan() && one.p_t().is_nan() && one.ci95().0.is_nan());
+        // The same non-zero gain everywhere: t is infinite and p 0.
         let mut shift = PairedErrors::default();
         shift.add(1.0, 2.0);
         shift.add(3.0, 4.0);
-        assert_eq!((shift.z(), shift.p_normal()), (f64::INFINITY, 0.0));
+        assert_eq!((shift.t(), shift.p_t()), (f64::INFINITY, 0.0));
     }
 
     #[test]
