@@ -187,8 +187,16 @@ pub struct AgeMetrics {
     pub decades: Vec<DecadeStats>,
 }
 
+/// The ages of the 21-60 figures (the target's range).
+pub const AGES_21_60: std::ops::RangeInclusive<f32> = 21.0..=60.0;
+
+/// The decade of an age: 0 for 0-9, ..., 10 for 100 and above.
+pub fn decade_index(age: f32) -> usize {
+    ((age.max(0.0) / 10.0).floor() as usize).min(10)
+}
+
 pub fn decade_label(age: f32) -> String {
-    let d = ((age.max(0.0) / 10.0).floor() as usize).min(10);
+    let d = decade_index(age);
     if d == 10 { "100+".into() } else { format!("{}-{}", d * 10, d * 10 + 9) }
 }
 
@@ -197,11 +205,10 @@ pub fn metrics(pairs: &[(f32, f32)]) -> AgeMetrics {
     let n = pairs.len();
     let mean = |v: &mut dyn Iterator<Item = f64>, n: usize| if n == 0 { f64::NAN } else { v.sum::<f64>() / n as f64 };
     let err = |&(t, p): &(f32, f32)| p as f64 - t as f64;
-    let mid: Vec<&(f32, f32)> = pairs.iter().filter(|(t, _)| (21.0..=60.0).contains(t)).collect();
+    let mid: Vec<&(f32, f32)> = pairs.iter().filter(|(t, _)| AGES_21_60.contains(t)).collect();
     let mut decades = Vec::new();
     for d in 0..=10 {
-        let in_d: Vec<&(f32, f32)> =
-            pairs.iter().filter(|(t, _)| ((t.max(0.0) / 10.0).floor() as usize).min(10) == d).collect();
+        let in_d: Vec<&(f32, f32)> = pairs.iter().filter(|(t, _)| decade_index(*t) == d).collect();
         if in_d.is_empty() {
             continue;
         }
@@ -275,7 +282,7 @@ impl CalibrationSet {
     pub fn contains(self, age: f32) -> bool {
         match self {
             CalibrationSet::All => true,
-            CalibrationSet::Adults => (21.0..=60.0).contains(&age),
+            CalibrationSet::Adults => AGES_21_60.contains(&age),
         }
     }
 
@@ -795,11 +802,10 @@ impl AgeReport {
             paired_paths.insert(r.rel.as_str());
             let (t, b) = ((this as f64 - r.age as f64).abs(), (base as f64 - r.age as f64).abs());
             cmp.all.add(t, b);
-            if (21.0..=60.0).contains(&r.age) {
+            if AGES_21_60.contains(&r.age) {
                 cmp.mid.add(t, b);
             }
-            let d = ((r.age.max(0.0) / 10.0).floor() as usize).min(10);
-            decades[d].get_or_insert_with(PairedErrors::default).add(t, b);
+            decades[decade_index(r.age)].get_or_insert_with(PairedErrors::default).add(t, b);
         }
         cmp.extra =
             baseline.rows.iter().filter(|(rel, (_, v))| v.is_some() && !paired_paths.contains(rel.as_str())).count();
