@@ -447,7 +447,8 @@ def main():
     ap.add_argument("--bench", type=int, default=0, help="only time this many training steps, fp32 vs bf16")
     ap.add_argument("--name", default="emotion_own")
     ap.add_argument("--deadline", default="", help="HH:MM local time: stop before an epoch that would end after it "
-                    "(a safety net; the learning-rate schedule still assumes --epochs)")
+                    "(a safety net; the learning-rate schedule still assumes --epochs), leaving the state for "
+                    "--resume; no ONNX export then")
     ap.add_argument("--export", default="", help="only export this checkpoint (e.g. OUT/emotion_own_best.pt)")
     ap.add_argument("--speed", default="", help="only measure these comma-separated ONNX files (1 thread)")
     ap.add_argument("--fp16", default="", help="only write a float16-weights copy SRC.onnx,DST.onnx")
@@ -910,8 +911,10 @@ def main():
 
     if args.no_export:
         return
-    if args.stop_after and stopped == args.stop_after:
-        log("--stop-after: no ONNX export of an unfinished schedule (continue with --resume)")
+    if stopped is not None and args.budget <= 0:
+        # --stop-after or --deadline: the state file is kept, so the schedule is to be continued, not shipped
+        log(f"stopped after epoch {stopped} of {args.epochs}: no ONNX export of an unfinished schedule (continue "
+            f"with --resume, or export its best checkpoint with --export {args.out}/{args.name}_best.pt)")
         return
     export_best(os.path.join(args.out, f"{args.name}_best.pt"), os.path.join(args.out, f"{args.name}.onnx"),
                 xv_cpu, yv_cpu, log)
