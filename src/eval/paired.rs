@@ -328,6 +328,17 @@ mod tests {
     }
 
     #[test]
+    fn rows_keep_commas_in_the_path_and_number_lines_from_the_header() {
+        // Both --baseline readers split this way: the path is whatever is left of the last columns - 1 commas.
+        let csv = Path::new("b.csv");
+        let text = "x/a,b.png,3,0.5\n\nx/,c,.png,4,0.25\n";
+        let rows: Vec<_> = rows_from_right(csv, 3, text.lines()).collect::<Result<_>>().unwrap();
+        assert_eq!(rows, [(2, vec!["x/a,b.png", "3", "0.5"]), (4, vec!["x/,c,.png", "4", "0.25"])]);
+        let err = rows_from_right(csv, 3, "x/a.png,3".lines()).next().unwrap().unwrap_err();
+        assert!(err.to_string().contains("b.csv: line 2: 2 columns, the header has 3"), "{err}");
+    }
+
+    #[test]
     fn exact_p_values_by_hand() {
         // 2 P(X <= 1), X ~ Bin(10, 1/2) = 2 (1 + 10) / 1024.
         assert!((paired(9, 1).p_exact() - 22.0 / 1024.0).abs() < 1e-15);
