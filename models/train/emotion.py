@@ -447,8 +447,8 @@ def main():
     ap.add_argument("--bench", type=int, default=0, help="only time this many training steps, fp32 vs bf16")
     ap.add_argument("--name", default="emotion_own")
     ap.add_argument("--deadline", default="", help="HH:MM local time: stop before an epoch that would end after it "
-                    "(a safety net; the learning-rate schedule still assumes --epochs), leaving the state for "
-                    "--resume; no ONNX export then")
+                    "(a safety net; the learning-rate schedule still assumes --epochs); without --budget it leaves "
+                    "the state for --resume and exports nothing")
     ap.add_argument("--export", default="", help="only export this checkpoint (e.g. OUT/emotion_own_best.pt)")
     ap.add_argument("--speed", default="", help="only measure these comma-separated ONNX files (1 thread)")
     ap.add_argument("--fp16", default="", help="only write a float16-weights copy SRC.onnx,DST.onnx")
