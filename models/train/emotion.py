@@ -27,7 +27,10 @@ With --device cuda the seeds are fixed too, but cuDNN autotuning and bf16 kernel
 GPU (see models/train/gpu_train.sh): --device cuda keeps the data on the GPU and augments there (bf16 autocast,
 channels_last, cudnn autotune); --budget SECONDS picks the number of epochs from a timed warm-up so that the
 whole process (start-up included) ends within about that many seconds; --teacher A_best.pt,B_best.pt distils
-from nets trained by this script (averaged softened teacher probabilities, --kd-alpha, --kd-temp).
+from nets trained by this script (averaged softened teacher probabilities, --kd-alpha, --kd-temp); a teacher may
+also be any ONNX file with the element's emotion contract (e.g. models/onnx/emotion_fer_big_xception.onnx; needs
+onnx2torch). --init FILE.onnx starts from a net this script exported (e.g. the committed
+models/train/emotion_kd24.onnx), to fine-tune it.
 """
 
 import time
@@ -287,6 +290,89 @@ def load_teacher(path, dev):
     return net, ck
 
 
+def net_from_onnx(path, dropout, xcal):
+    """An EmotionNet equal to an ONNX file this script exported (BatchNorm folded into the convolutions), for
+    --init. The ONNX convolutions carry the folded weight W and bias b; each BatchNorm is rebuilt from the
+    statistics of its input z = W * x over the calibration inputs xcal (mean m, variance v): running stats (m, v),
+    gamma sqrt(v + eps), beta b + m. In eval mode that is exactly z + b, and in training mode the batch statistics
+    are close to (m, v), so training resumes from the file's function with BatchNorm working as usual."""
+    import onnx
+    from onnx import numpy_helper
+
+    g = onnx.load(path).graph
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in g.initializer}
+    convs, fc = {}, None
+    for n in g.node:
+        if n.op_type == "Conv":
+            parts = n.output[0].split("/")  # /net/s1/c1/c1.0/Conv_output_0 -> s1.c1.0; /net/stem/stem.0/... -> stem.0
+            if len(parts) < 4 or parts[1] != "net":
+                raise SystemExit(f"{path}: convolution {n.output[0]} is not from a net of this script")
+            convs[".".join(parts[2:-3] + [parts[-2]])] = (init[n.input[1]], init[n.input[2]])
+        elif n.op_type == "Gemm":
+            fc = (init[n.input[1]], init[n.input[2]])
+    try:
+        widths = tuple(int(convs[k][0].shape[0]) for k in ("stem.0", "s1.c1.0", "s2.c1.0", "s3.c1.0"))
+    except KeyError as e:
+        raise SystemExit(f"{path}: no convolution {e} (not a net of this script)") from None
+    net = EmotionNet(widths, dropout).eval()
+    mods = dict(net.named_modules())
+    if fc is None or set(convs) != {k for k, m in mods.items() if isinstance(m, nn.Conv2d)}:
+        raise SystemExit(f"{path}: its layers are not those of EmotionNet{widths}")
+    bns = {}
+    with torch.no_grad():
+        for k, (w, b) in convs.items():
+            mods[k].weight.copy_(w)
+            bn = mods[k[:-1] + "1"]  # the BatchNorm after conv `...0` is `...1`
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1 - bn.eps)
+            bn.weight.fill_(1)
+            bn.bias.copy_(b)
+            bns[bn] = [b, 0, 0.0, 0.0]  # folded bias, count, sum, sum of squares
+        net.fc.weight.copy_(fc[0])
+        net.fc.bias.copy_(fc[1])
+
+        def hook(m, inp, out):
+            z = inp[0].double()
+            st = bns[m]
+            st[1] += z.shape[0] * z.shape[2] * z.shape[3]
+            st[2] = st[2] + z.sum((0, 2, 3))
+            st[3] = st[3] + (z * z).sum((0, 2, 3))
+
+        hs = [bn.register_forward_hook(hook) for bn in bns]
+        for i in range(0, len(xcal), 512):
+            net(xcal[i : i + 512])
+        for h in hs:
+            h.remove()
+        for bn, (b, n, s1, s2) in bns.items():
+            m = s1 / n
+            v = (s2 / n - m * m).clamp_min(0)
+            bn.running_mean.copy_(m)
+            bn.running_var.copy_(v)
+            bn.weight.copy_((v + bn.eps).sqrt())
+            bn.bias.copy_(b + m)
+    return net
+
+
+def onnx_teacher(path, dev):
+    """Any ONNX file with the element's emotion contract (NHWC [N,64,64,1] `gray_pm1` -> [N,7] probabilities) as a
+    frozen teacher module taking this script's NCHW inputs and returning log-probabilities (softmax(log p / T) is
+    p^(1/T) renormalised, the softened distribution of the file's own logits). Needs the onnx2torch package."""
+    from onnx2torch import convert
+
+    class Wrap(nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return torch.log(self.m(x.permute(0, 2, 3, 1).contiguous()).float().clamp_min(1e-12))
+
+    net = Wrap(convert(path)).to(dev).eval()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    return net
+
+
 def sync(dev):
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
@@ -465,7 +551,12 @@ def main():
                     "of epochs to the measured epoch time once (one-cycle schedule rebuilt and fast-forwarded; "
                     "0 = off)")
     ap.add_argument("--teacher", default="", help="comma-separated *_best.pt checkpoints of this script (any "
-                    "widths) to distil from: loss (1-a) CE + a T^2 KL(mean teacher softmax_T || student softmax_T)")
+                    "widths) or ONNX files with the element's emotion contract (needs onnx2torch) to distil from: loss "
+                    "(1-a) CE + a T^2 KL(mean teacher softmax_T || student softmax_T)")
+    ap.add_argument("--init", default="", help="start from the weights of an ONNX file this script exported "
+                    "(e.g. models/train/emotion_kd24.onnx; --widths must match), to fine-tune a committed net")
+    ap.add_argument("--init-calib", type=int, default=4096, help="training images that re-estimate the "
+                    "BatchNorm statistics for --init")
     ap.add_argument("--kd-alpha", type=float, default=None, help="a: distillation weight (default 0.7 with --teacher)")
     ap.add_argument("--kd-temp", type=float, default=4.0, help="T: distillation temperature")
     ap.add_argument("--teacher-min-acc", type=float, default=0.0,
@@ -540,7 +631,16 @@ def main():
     xt, yt, xv, yv = (t.to(dev) for t in (xt, yt, xv, yv))
 
     widths = tuple(int(v) for v in args.widths.split(","))
-    model = EmotionNet(widths, args.dropout)
+    if args.init:
+        model = net_from_onnx(args.init, args.dropout, val_inputs(xt[: args.init_calib].cpu().numpy()))
+        got = tuple(m[0].out_channels for m in (model.stem, model.s1.c1, model.s2.c1, model.s3.c1))
+        if got != widths:
+            raise SystemExit(f"--init {args.init}: its widths differ from --widths {args.widths}")
+        a7, a3 = acc3(model, xv, yv)
+        log(f"init {args.init}: val {a7:.4f} (3c {a3:.4f}), BatchNorm statistics from {args.init_calib} "
+            "training images")
+    else:
+        model = EmotionNet(widths, args.dropout)
     macs = count_macs(model)
     params = sum(p.numel() for p in model.parameters())
     log(f"model widths {widths}: {params} parameters, {macs / 1e6:.2f} M MACs ({2 * macs / 1e9:.4f} GFLOP) / face")
@@ -584,7 +684,10 @@ def main():
             if not path:
                 continue
             try:
-                net, ck = load_teacher(path, dev)
+                if path.endswith(".onnx"):
+                    net, ck = onnx_teacher(path, dev), {"widths": ("onnx",), "epoch": None, "which": "onnx"}
+                else:
+                    net, ck = load_teacher(path, dev)
             except Exception as e:  # a missing / broken teacher must not cost the run
                 log(f"teacher {path}: cannot load ({type(e).__name__}: {e}); skipped")
                 continue
