@@ -580,6 +580,8 @@ def main():
         ap.error("--val-every must be at least 1")
     if args.resume and args.budget > 0:
         ap.error("--resume and --budget exclude each other (a --budget run keeps no resumable state)")
+    if args.init and not os.path.isfile(args.init):
+        ap.error(f"--init {args.init}: no such file (models/onnx/ is filled by scripts/setup.sh)")
     if args.fp16:
         return fp16_weights(*args.fp16.split(","))
     if args.speed:
@@ -682,6 +684,9 @@ def main():
         tprobs = []
         for path in (p_.strip() for p_ in args.teacher.split(",")):
             if not path:
+                continue
+            if not os.path.isfile(path):  # onnx2torch would name a temporary file instead
+                log(f"teacher {path}: no such file; skipped")
                 continue
             try:
                 if path.endswith(".onnx"):
